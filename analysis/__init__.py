@@ -1,0 +1,1 @@
+"""Metrics, aggregation, paper-style tables and forgetting plots, computed from run records only."""

@@ -1,0 +1,1 @@
+"""Acquire MNIST and build the continual-learning task streams (Rotations, Permutations, Many Permutations)."""

@@ -1,0 +1,57 @@
+"""Command line: `python -m data_prep {mnist,stream,export-reference} ...` (what the Snakemake rules call)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ClreproError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_prep")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("mnist", help="verify MNIST and write it as .npy + manifest")
+    p.add_argument("--source-dir", default=None, help="directory with the four IDX files (gzipped or not)")
+    p.add_argument("--cache", default="data/download", help="where torchvision downloads to if needed")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("stream", help="build one task stream")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--kind", required=True)
+    p.add_argument("--n-tasks", type=int, required=True)
+    p.add_argument("--min-deg", type=float, default=0.0)
+    p.add_argument("--max-deg", type=float, default=180.0)
+    p.add_argument("--stream-seed", type=int, required=True)
+    p.add_argument("--mnist", required=True, help="directory written by the mnist command")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("export-reference", help="write a stream as the GEM/MER torch.save file")
+    p.add_argument("--stream", required=True)
+    p.add_argument("--mnist", required=True)
+    p.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "mnist":
+            from . import mnist
+            arrays, source = mnist.acquire(args.source_dir, Path(args.cache))
+            mnist.check_shapes(arrays)
+            print(f"[mnist] verified MD5 of all four files from {source}")
+            print(f"[mnist] wrote {mnist.write(arrays, Path(args.out))}")
+        elif args.cmd == "stream":
+            from .streams import StreamDef, verify_manifest, write_stream
+            mnist_manifest = Path(args.mnist) / "manifest.json"
+            verify_manifest(mnist_manifest)
+            sdef = StreamDef(args.kind, args.n_tasks, args.min_deg, args.max_deg)
+            print(f"[stream] wrote {write_stream(Path(args.out), args.dataset, sdef, args.stream_seed, mnist_manifest)}")
+        else:
+            from .export_reference import export
+            from .streams import TaskStream
+            export(TaskStream.load(Path(args.stream), Path(args.mnist)), Path(args.out))
+            print(f"[export] wrote {args.out}")
+    except ClreproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Continual-learning methods, the shared training protocol, and the run-record writer."""

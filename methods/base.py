@@ -1,0 +1,57 @@
+"""The one interface every method implements, and the context the protocol hands it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .model import mlp
+
+
+@dataclass(frozen=True)
+class Context:
+    """Facts about the run a method may need; hyper-parameters live in the method's own `Hparams`."""
+
+    n_inputs: int
+    n_outputs: int
+    n_tasks: int
+    n_layers: int
+    n_hiddens: int
+    memory: int            # total episodic memory of this grid cell (0 for memory-free methods)
+    batch_size: int
+    samples_per_task: int
+    device: torch.device
+
+    def mlp_sizes(self) -> list[int]:
+        return [self.n_inputs] + [self.n_hiddens] * self.n_layers + [self.n_outputs]
+
+
+class Learner(nn.Module):
+    """A continual learner: sees each batch once, with its task id, and predicts for any task.
+
+    Subclasses define a nested dataclass `Hparams` (names as in the reference code), `observe` and,
+    unless they use the default single MLP `self.net`, `forward`.
+    """
+
+    @dataclass(frozen=True)
+    class Hparams:
+        lr: float
+
+    def __init__(self, ctx: Context, hp) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.hp = hp
+
+    def build_net(self) -> nn.Module:
+        return mlp(self.ctx.mlp_sizes())
+
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # noqa: ARG002 - single head ignores t
+        return self.net(x)
+
+    def observe(self, x: torch.Tensor, t: int, y: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def info(self) -> dict:
+        """Method-specific facts for the run record (e.g. samples stored, projections made)."""
+        return {}

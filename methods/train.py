@@ -1,0 +1,82 @@
+"""Run one grid cell: `python -m methods.train --spec JSON --stream DIR --mnist DIR --out FILE`.
+
+The spec is the resolved run specification (methods.config.resolve_run); Snakemake passes it inline.
+For a hand run use `--config FILE --dataset D --method M --memory N --seed S` instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from data_prep.errors import ClreproError
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m methods.train")
+    p.add_argument("--spec", help="resolved run spec as JSON (what Snakemake passes)")
+    p.add_argument("--config", help="workflow config file (alternative to --spec)")
+    p.add_argument("--dataset")
+    p.add_argument("--method")
+    p.add_argument("--memory", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", required=True, help="stream directory (with manifest.json)")
+    p.add_argument("--mnist", required=True, help="MNIST directory (with manifest.json)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("CLREPRO_THREADS", "1")))
+    return p.parse_args(argv)
+
+
+def load_spec(args) -> dict:
+    if args.spec:
+        return json.loads(args.spec)
+    if not (args.config and args.dataset and args.method):
+        raise ClreproError("pass --spec, or --config with --dataset and --method")
+    from .config import load_config, resolve_run
+    return resolve_run(load_config(args.config), args.dataset, args.method, args.memory, args.seed)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    try:
+        spec = load_spec(args)
+        import torch
+
+        from data_prep.streams import TaskStream
+
+        from . import device as devices
+        from . import protocol, record, registry
+        from .base import Context
+
+        device = devices.resolve(spec["device"])
+        devices.make_deterministic(device, args.threads)
+        stream = TaskStream.load(Path(args.stream), Path(args.mnist))
+        if stream.n_tasks != spec["n_tasks"]:
+            raise ClreproError(f"stream {args.stream} has {stream.n_tasks} tasks but the spec expects "
+                               f"{spec['n_tasks']}; rebuild the stream")
+        registry.get(spec["method"])  # unknown names fail before any work
+        protocol.seed_everything(spec["seed"])
+        schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"])
+        ctx = Context(n_inputs=stream.maps.shape[1], n_outputs=int(stream.train_labels.max()) + 1,
+                      n_tasks=stream.n_tasks, n_layers=spec["model"]["n_layers"],
+                      n_hiddens=spec["model"]["n_hiddens"], memory=spec["memory"], batch_size=spec["batch_size"],
+                      samples_per_task=spec["samples_per_task"], device=device)
+        learner = registry.build(spec["method"], ctx, spec["hparams"])
+        print(f"[train] {spec['dataset']} {spec['method']} mem{spec['memory']} seed{spec['seed']} on {device} "
+              f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", file=sys.stderr, flush=True)
+        log, timing = protocol.run(learner, stream, schedule, spec, device)
+        rec = record.build(spec, log, timing, learner.info(), stream.manifest, device)
+        record.write(args.out, rec)
+        m = rec["metrics"]
+        print(f"[train] ACC {m['ACC']:.4f} BWT(T-1) {m['BWT']['paper']:+.4f} FWT(T-1) {m['FWT']['paper']:+.4f} "
+              f"LA {m['LA']:.4f}; {timing['examples_per_s']:.0f} ex/s; wrote {args.out}", file=sys.stderr)
+    except ClreproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+# Shared helpers: the validated config, the grid and the paths. Imported at parse time, torch-free.
+import json
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from methods.config import grid, prepare, resolve_run  # noqa: E402
+from methods.registry import METHODS  # noqa: E402
+
+prepare(config)  # validates against config/schema.yaml (fills defaults) and loads the protocol
+GRID = grid(config)
+PY = sys.executable
+
+
+wildcard_constraints:
+    dataset="|".join(sorted(config["streams"])),
+    method="|".join(METHODS),
+    memory=r"\d+",
+    seed=r"\d+",
+
+
+RUN = "results/runs/{dataset}/{method}/mem{memory}/seed{seed}"
+
+
+def run_records():
+    return [f"results/runs/{c['dataset']}/{c['method']}/mem{c['memory']}/seed{c['seed']}.json" for c in GRID]
+
+
+def run_spec(wildcards):
+    """The resolved run spec (a param, so a changed hyper-parameter reruns exactly the affected jobs)."""
+    spec = resolve_run(config, wildcards.dataset, wildcards.method, int(wildcards.memory), int(wildcards.seed))
+    return json.dumps(spec, sort_keys=True)
+
+
+def stream_args(wildcards):
+    s = config["streams"][wildcards.dataset]
+    return f"--kind {s['kind']} --n-tasks {s['n_tasks']} --min-deg {s.get('min_deg', 0)} --max-deg {s.get('max_deg', 180)}"
+
+
+def mnist_source_arg():
+    src = config["mnist"]["source_dir"]
+    return f"--source-dir {src}" if src else ""
