@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("mnist", help="verify MNIST and write it as .npy + manifest")
     p.add_argument("--source-dir", default=None, help="directory with the four IDX files (gzipped or not)")
     p.add_argument("--cache", default="data/download", help="where torchvision downloads to if needed")
+    p.add_argument("--no-download", action="store_true", help="never fall back to the download")
     p.add_argument("--out", required=True)
     p = sub.add_parser("stream", help="build one task stream")
     p.add_argument("--dataset", required=True)
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "mnist":
             from . import mnist
-            arrays, source = mnist.acquire(args.source_dir, Path(args.cache))
+            arrays, source = mnist.acquire(args.source_dir, Path(args.cache), not args.no_download)
             mnist.check_shapes(arrays)
             print(f"[mnist] verified MD5 of all four files from {source}")
             print(f"[mnist] wrote {mnist.write(arrays, Path(args.out))}")

@@ -73,7 +73,7 @@ def download(cache: Path) -> Path:
     return cache / "MNIST" / "raw"
 
 
-def acquire(source_dir: str | None, cache: Path) -> tuple[dict[str, np.ndarray], str]:
+def acquire(source_dir: str | None, cache: Path, allow_download: bool = True) -> tuple[dict[str, np.ndarray], str]:
     """Load verified MNIST arrays, trying `source_dir` then a download; return (arrays, source description)."""
     if source_dir:
         directory = Path(source_dir)
@@ -84,6 +84,9 @@ def acquire(source_dir: str | None, cache: Path) -> tuple[dict[str, np.ndarray],
                 print(f"[mnist] {exc.filename} missing in {directory}; trying the download", file=sys.stderr)
         else:
             print(f"[mnist] source directory {directory} does not exist; trying the download", file=sys.stderr)
+    if not allow_download:
+        raise ClreproError(f"MNIST is not available in mnist.source_dir={source_dir!r} and downloading is off; "
+                           f"put the four IDX files (gzipped or not) there or set mnist.download: true")
     try:
         raw = download(cache)
     except Exception as exc:  # noqa: BLE001 - any network failure gets the same advice

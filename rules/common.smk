@@ -39,4 +39,5 @@ def stream_args(wildcards):
 
 def mnist_source_arg():
     src = config["mnist"]["source_dir"]
-    return f"--source-dir {src}" if src else ""
+    args = f"--source-dir {src}" if src else ""
+    return args if config["mnist"]["download"] else args + " --no-download"
