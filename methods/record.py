@@ -1,6 +1,7 @@
 """The run record: one JSON per run, everything the analysis needs and everything needed to redo the run."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -40,7 +41,10 @@ def versions() -> dict:
 
 
 def device_info(device: torch.device) -> dict:
-    info = {"device": str(device), "host": socket.gethostname(), "torch_threads": torch.get_num_threads()}
+    info = {"device": str(device), "host": socket.gethostname(), "torch_threads": torch.get_num_threads(),
+            # which GPU slot tools/gpu_slot.py gave this run (None when it ran outside the wrapper)
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "gpu_slot": os.environ.get("CLREPRO_GPU_SLOT")}
     if device.type == "cuda":
         info["gpu_name"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
