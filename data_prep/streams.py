@@ -126,6 +126,7 @@ class TaskStream:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    path: Path | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -142,7 +143,7 @@ class TaskStream:
                   ("train_images", "train_labels", "test_images", "test_labels")}
         return cls(manifest["dataset"], manifest, np.load(stream_dir / "maps.npy").astype(np.int64),
                    arrays["train_images"].reshape(-1, N_PIXELS), arrays["train_labels"].astype(np.int64),
-                   arrays["test_images"].reshape(-1, N_PIXELS), arrays["test_labels"].astype(np.int64))
+                   arrays["test_images"].reshape(-1, N_PIXELS), arrays["test_labels"].astype(np.int64), stream_dir)
 
     def task_images(self, split: str, task: int, index: np.ndarray | None = None) -> np.ndarray:
         images = self.train_images if split == "train" else self.test_images

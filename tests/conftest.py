@@ -52,3 +52,39 @@ def make_stream(mnist_dir, tmp_path_factory):
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def run_train(make_stream, mnist_dir, tmp_path):
+    """Run `python -m methods.train` on a small real stream; returns (record dict, completed process).
+
+    run_train("online", dataset="rotations", n_tasks=3, samples=50, n_test=500, seed=0, **spec_changes)
+    """
+    import json
+    import subprocess
+
+    from methods.config import ROOT, prepare, resolve_run
+
+    def run(method, dataset="rotations", n_tasks=3, samples=50, n_test=500, seed=0, memory=0,
+            out=None, hparams=None, check=True, **changes):
+        stream = make_stream(dataset, n_tasks=n_tasks)
+        config = prepare({
+            "datasets": [dataset], "methods": [method], "memories": [memory or 500], "seeds": [seed],
+            "device": "cpu", "mnist": {"source_dir": str(SHARED_MNIST)},
+            "streams": {dataset: {"kind": stream.manifest["transform"], "n_tasks": n_tasks}},
+            "overrides": {"samples_per_task": {dataset: samples}, "test_examples_per_task": {dataset: n_test},
+                          **changes.pop("overrides", {})},
+            "hparams": {method: hparams or {}},
+            **changes,
+        })
+        spec = resolve_run(config, dataset, method, memory, seed)
+        out = out or tmp_path / f"{method}_{dataset}_{seed}.json"
+        proc = subprocess.run([sys.executable, "-m", "methods.train", "--spec", json.dumps(spec), "--stream",
+                               str(stream.path), "--mnist", str(mnist_dir), "--out", str(out)],
+                              cwd=ROOT, capture_output=True, text=True)
+        if check:
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        record = json.loads(out.read_text()) if out.exists() else None
+        return record, proc
+
+    return run
