@@ -19,7 +19,7 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-RUN = "results/runs/{dataset}/{method}/mem{memory}/seed{seed}"
+RUN = "{dataset}/{method}/mem{memory}/seed{seed}"  # one grid cell; results/runs/<RUN>.json
 
 
 def run_records():

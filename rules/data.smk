@@ -11,7 +11,7 @@ rule mnist:
     conda:
         "../environment.yml"
     shell:
-        "{PY} -m data_prep mnist {params.source} --cache data/download --out data/mnist > {log} 2>&1"
+        "python -m data_prep mnist {params.source} --cache data/download --out data/mnist > {log} 2>&1"
 
 
 rule stream:
@@ -28,7 +28,7 @@ rule stream:
     conda:
         "../environment.yml"
     shell:
-        "{PY} -m data_prep stream --dataset {wildcards.dataset} {params.definition} "
+        "python -m data_prep stream --dataset {wildcards.dataset} {params.definition} "
         "--stream-seed {params.seed} --mnist data/mnist --out data/streams/{wildcards.dataset} > {log} 2>&1"
 
 
@@ -48,5 +48,5 @@ rule export_reference:
     conda:
         "../environment.yml"
     shell:
-        "{PY} -m data_prep export-reference --stream data/streams/{wildcards.dataset} --mnist data/mnist "
+        "python -m data_prep export-reference --stream data/streams/{wildcards.dataset} --mnist data/mnist "
         "--out {output} > {log} 2>&1"
