@@ -1,0 +1,86 @@
+"""Experience replay as in the MER paper: Algorithm 4 (ER) and Algorithm 5 (ER with task balancing).
+
+Reference: MER `model/eralg4.py`, `eralg5.py` (reference-gem-mer.md section 5.2). Every incoming
+example is processed on its own: draw k-1 items from the reservoir memory (methods/memory.py), append
+the current example LAST, take one SGD step on the batch loss, then offer the example to the memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import Context, Learner
+from .memory import ReservoirMemory
+
+
+@dataclass(frozen=True)
+class ReplaySwitches:
+    """Reference quirks shared by every replay method (defaults = reference behaviour; docs/replay.md)."""
+
+    reservoir_randint: str = "inclusive"      # or "vitter"
+    replay_draw: str = "with_replacement"     # or "without_replacement"
+
+
+class ReplayLearner(Learner):
+    """A single-head MLP plus the reservoir memory."""
+
+    def __init__(self, ctx: Context, hp) -> None:
+        super().__init__(ctx, hp)
+        self.net = self.build_net().to(ctx.device)
+        self.memory = ReservoirMemory(ctx.memory, ctx.n_inputs, ctx.device,
+                                      randint=hp.reservoir_randint, draw=hp.replay_draw)
+
+    def replay_batch(self, x: torch.Tensor, y: torch.Tensor, current_first: bool):
+        """Current example plus min(k-1, stored) replayed items: (x, y, task ids, memory indices)."""
+        idx = self.memory.draw_indices(int(self.hp.replay_batch_size))
+        m = torch.tensor(idx, dtype=torch.long, device=x.device)
+        mx, my, mt = self.memory.x[m], self.memory.y[m], self.memory.t[m]
+        parts = [(x[None], y[None]), (mx, my)]
+        if not current_first:
+            parts.reverse()
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), mt, idx
+
+    def info(self) -> dict:
+        return self.memory.info()
+
+
+class ERAlg4(ReplayLearner):
+    """One SGD step on the mean cross-entropy of [k-1 replayed, current] (`eralg4.py`)."""
+
+    @dataclass(frozen=True)
+    class Hparams(ReplaySwitches):
+        lr: float = 0.1
+        replay_batch_size: int = 20     # k-1 (reference default 20)
+
+    def __init__(self, ctx: Context, hp: Hparams) -> None:
+        super().__init__(ctx, hp)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+
+    def batch_loss(self, logits, by, t, mem_t):  # noqa: ARG002 - task ids unused by Alg. 4
+        return F.cross_entropy(logits, by)
+
+    def observe(self, x, t, y):
+        for i in range(x.shape[0]):
+            bx, by, mem_t, _ = self.replay_batch(x[i], y[i], current_first=False)
+            self.opt.zero_grad()
+            self.batch_loss(self.net(bx), by, t, mem_t).backward()
+            self.opt.step()
+            self.memory.add(x[i], y[i], t)
+
+
+def task_balanced_loss(logits: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+    """Sum over the task ids present of the mean cross-entropy of that task's items (Alg. 5)."""
+    ce = F.cross_entropy(logits, y, reduction="none")
+    counts = torch.bincount(tasks)
+    return (ce / counts[tasks].to(ce.dtype)).sum()
+
+
+class ERAlg5(ERAlg4):
+    """Alg. 4's draw, but the loss sums per-task mean losses (`eralg5.py`); task ids only balance."""
+
+    def batch_loss(self, logits, by, t, mem_t):
+        # Batch order is [replayed..., current]; the reference groups by task, which changes no sum.
+        tasks = torch.cat([mem_t, torch.tensor([t], dtype=torch.long, device=mem_t.device)])
+        return task_balanced_loss(logits, by, tasks)
