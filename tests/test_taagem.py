@@ -43,12 +43,12 @@ def test_memory_bounds_classes_and_means_on_real_stream(make_stream):
             if i % 100 == 0:
                 assert_means_exact(mem)
     assert len(mem) == sum(mem.pool_sizes()) <= mem.bound == 120
-    assert len(mem) == 120                 # 2,400 samples of 10 classes fill every cluster
+    assert mem.n_clusters == [4] * 10       # ~240 samples per class open every pool's Q clusters
     assert mem.evicted > 0
     assert_means_exact(mem)
     # stored labels are the pool's class
     xs, ys = mem.sample(len(mem))
-    assert len(xs) == 120 and sorted(set(ys.tolist())) == sorted(seen)
+    assert len(xs) == len(mem) and sorted(set(ys.tolist())) == sorted(seen)
 
 
 def test_fifo_evicts_the_oldest():
@@ -83,6 +83,24 @@ def test_singleton_rule_moves_the_old_singleton_and_keeps_far_sample():
     mem.add(torch.tensor([0.5, 0.5]), 0)       # nearest A has 2 members -> joins A
     assert mem.size[0][:3] == [3, 1, 1]
     assert_means_exact(mem)
+
+
+def test_reference_sample_is_pool_balanced_without_replacement():
+    """Synthetic 1-d values: pool 0 holds 30 samples, pool 1 only 3; draws split about evenly between pools."""
+    mem = ClusteringMemory(1, num_pools=2, clusters_per_pool=10, samples_per_cluster=3)
+    for v in range(200):
+        mem.add(torch.tensor([float(v)]), 0)
+    for v in range(3):
+        mem.add(torch.tensor([1000.0 + v]), 1)
+    assert mem.pool_sizes()[1] == 3
+    torch.manual_seed(0)
+    from_pool1 = 0
+    for _ in range(400):
+        x, y = mem.sample(4)
+        assert len(set(x[:, 0].tolist())) == 4                       # no repeats within a draw
+        assert torch.equal(y, torch.where(x[:, 0] >= 1000, 1, 0))    # labels follow the pool
+        from_pool1 += int((y == 1).sum())
+    assert 0.35 < from_pool1 / 1600 < 0.65
 
 
 def test_memory_refuses_zero_clusters():
