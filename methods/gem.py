@@ -1,0 +1,210 @@
+"""GEM (Lopez-Paz & Ranzato, NIPS 2017) and A-GEM (Chaudhry et al., ICLR 2019) on a per-task episodic memory.
+
+GEM follows facebookresearch/GradientEpisodicMemory@34c6b8e `model/gem.py` (reference-gem-mer.md 5.1):
+- memory: `patterns_per_experience` slots per task (default: the grid's total memory // n_tasks, 5120 -> 256),
+  written as a ring buffer whose counter is NOT reset between tasks, so with batch 1 a task's row holds its
+  last n examples; with larger batches the items past the wrap are dropped, as in the reference;
+- every step: the mean-CE gradient on each previous task's whole memory row, then the current gradient g;
+  if any <g, g_k> < 0, g is replaced by the QP projection against ALL past tasks (`projection.gem_project`,
+  quadprog in float64, `v >= memory_strength`, ridge `qp_ridge`), then one SGD step.
+Speed without changing the math: all past-task gradients come from one `torch.func.vmap` over tasks of
+`grad(mean CE)` (bitwise equal to the reference's per-task loop in tests/test_gem.py), not k separate passes.
+Deviation, only when a task has fewer examples than its memory row (never in the scripted runs): the reference
+would train on the row's uninitialised slots; here unwritten slots get weight 0 (loss = mean over written slots).
+
+A-GEM follows the A-GEM reference (anchors-systems.md 2.2): the same per-task memory, one reference gradient
+per step = mean CE on `sample_size` items drawn uniformly WITHOUT replacement from the written slots of the
+previous tasks (the current task is never in the reference set), projected with `projection.agem_project`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from data_prep.errors import ClreproError
+
+from .base import Context, Learner
+from .model import assign_flat_grad, flat_grad
+from .projection import MARGIN_MODES, QPError, agem_project, gem_project
+
+
+class TaskRingMemory:
+    """GEM's episodic memory: [n_tasks, n, ...] rows, one per task, filled by a ring buffer (gem.py:159-172)."""
+
+    def __init__(self, n_tasks: int, n: int, n_inputs: int, device: torch.device) -> None:
+        self.n = n
+        self.x = torch.zeros(n_tasks, n, n_inputs, device=device)
+        self.y = torch.zeros(n_tasks, n, dtype=torch.long, device=device)
+        self.written = torch.zeros(n_tasks, n, dtype=torch.bool, device=device)
+        self.cnt = 0   # shared by all tasks and never reset at a task switch (reference quirk)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, t: int) -> None:
+        end = min(self.cnt + y.size(0), self.n)
+        eff = end - self.cnt                     # items beyond the wrap are dropped, as the reference
+        self.x[t, self.cnt:end].copy_(x[:eff])
+        self.y[t, self.cnt:end].copy_(y[:eff])
+        self.written[t, self.cnt:end] = True
+        self.cnt = 0 if end == self.n else end
+
+    def rows(self, tasks: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x [k, n, D], y [k, n], written [k, n]) of the given tasks; a view when they are 0..k-1."""
+        if tasks == list(range(len(tasks))):
+            k = len(tasks)
+            return self.x[:k], self.y[:k], self.written[:k]
+        idx = torch.tensor(tasks, device=self.x.device)
+        return self.x[idx], self.y[idx], self.written[idx]
+
+    def filled(self) -> list[int]:
+        return self.written.sum(1).tolist()
+
+
+def patterns_per_task(ctx: Context, override: int | None, method: str) -> int:
+    n = override if override is not None else ctx.memory // ctx.n_tasks
+    if n < 1:
+        raise ClreproError(f"{method} needs at least one memory slot per task, but memory {ctx.memory} over "
+                           f"{ctx.n_tasks} tasks gives {n}; run it with memory >= {ctx.n_tasks}")
+    return n
+
+
+def _mean_ce(params, net, x, y):
+    return F.cross_entropy(functional_call(net, params, (x,)), y)
+
+
+def _masked_mean_ce(params, net, x, y, w):
+    ce = F.cross_entropy(functional_call(net, params, (x,)), y, reduction="none")
+    return (ce * w).sum() / w.sum()
+
+
+class GEM(Learner):
+    """Gradient Episodic Memory, exact QP projection as the reference `project2cone2`."""
+
+    @dataclass(frozen=True)
+    class Hparams:
+        lr: float
+        memory_strength: float                  # gamma: lower bound on the dual variables (reference)
+        qp_ridge: float = 1e-3                  # eps*I added to the Gram matrix (GEM's PSD fix; MER's copy: 0)
+        margin_mode: str = "lower_bound"        # "lower_bound": v >= gamma (code); "additive": v* + gamma (paper)
+        patterns_per_experience: int | None = None   # None: total memory // n_tasks
+
+    def __init__(self, ctx: Context, hp: Hparams) -> None:
+        super().__init__(ctx, hp)
+        if hp.margin_mode not in MARGIN_MODES:
+            raise ClreproError(f"gem margin_mode must be one of {MARGIN_MODES}, not {hp.margin_mode!r}")
+        self.net = self.build_net()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+        self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, "gem")
+        self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
+        self.observed_tasks: list[int] = []
+        self.old_task = -1
+        self.steps = self.checks = self.qp_calls = self.projections = 0
+        self.max_condition = 0.0
+        self._grad_full = vmap(grad(_mean_ce), in_dims=(None, None, 0, 0))
+        self._grad_masked = vmap(grad(_masked_mean_ce), in_dims=(None, None, 0, 0, 0))
+
+    def past_task_grads(self, tasks: list[int]) -> torch.Tensor:
+        """[k, P]: the mean-CE gradient on each given task's memory row, in `parameters()` order."""
+        x, y, written = self.memory.rows(tasks)
+        params = {name: p.detach() for name, p in self.net.named_parameters()}
+        if bool(written.all()):
+            grads = self._grad_full(params, self.net, x, y)
+        else:
+            grads = self._grad_masked(params, self.net, x, y, written.to(x.dtype))
+        return torch.cat([grads[name].reshape(len(tasks), -1) for name, _ in self.net.named_parameters()], 1)
+
+    def observe(self, x, t, y):
+        self.steps += 1
+        if t != self.old_task:
+            self.observed_tasks.append(t)
+            self.old_task = t
+        self.memory.add(x, y, t)
+        past = self.observed_tasks[:-1]
+        G = self.past_task_grads(past) if past else None
+        self.opt.zero_grad()
+        F.cross_entropy(self.net(x), y).backward()
+        if G is not None:
+            self.checks += 1
+            params = list(self.net.parameters())
+            g = flat_grad(params)
+            if bool((G @ g < 0).any()):
+                assign_flat_grad(params, self._project(g, G, t, past))
+        self.opt.step()
+
+    def _project(self, g: torch.Tensor, G: torch.Tensor, t: int, past: list[int]) -> torch.Tensor:
+        self.qp_calls += 1
+        try:
+            res = gem_project(g, G, self.hp.memory_strength, self.hp.qp_ridge, self.hp.margin_mode)
+        except QPError as exc:
+            raise ClreproError(
+                f"GEM QP failed at step {self.steps} (task {t}, constraints from past tasks {past}): {exc}; "
+                f"qp_ridge={self.hp.qp_ridge:g} - raise qp_ridge (GEM uses 1e-3) or look for NaN/inf "
+                f"gradients (lower lr)") from exc
+        self.projections += 1
+        self.max_condition = max(self.max_condition, res.condition)
+        return res.g_tilde
+
+    def info(self) -> dict:
+        return {"patterns_per_experience": self.n_memories, "memory_filled_per_task": self.memory.filled(),
+                "steps": self.steps, "constraint_checks": self.checks, "qp_calls": self.qp_calls,
+                "projections": self.projections, "qp_failures": 0, "max_gram_condition": self.max_condition,
+                "margin_mode": self.hp.margin_mode, "qp_ridge": self.hp.qp_ridge}
+
+
+class AGEM(Learner):
+    """Averaged GEM: one reference gradient from a sample of the past tasks' memory, closed-form projection."""
+
+    @dataclass(frozen=True)
+    class Hparams:
+        lr: float
+        sample_size: int = 256                 # A-GEM's eps_mem_batch, drawn without replacement
+        patterns_per_experience: int | None = None   # None: total memory // n_tasks
+
+    def __init__(self, ctx: Context, hp: Hparams) -> None:
+        super().__init__(ctx, hp)
+        if hp.sample_size < 1:
+            raise ClreproError(f"agem sample_size must be >= 1, not {hp.sample_size}")
+        self.net = self.build_net()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+        self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, "agem")
+        self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
+        self.observed_tasks: list[int] = []
+        self.old_task = -1
+        self.steps = self.checks = self.projections = 0
+
+    def reference_sample(self, past: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """min(sample_size, available) written past-task items, uniformly without replacement (torch RNG)."""
+        x, y, written = self.memory.rows(past)
+        x, y = x[written], y[written]
+        pick = torch.randperm(y.size(0))[: self.hp.sample_size].to(y.device)
+        return x[pick], y[pick]
+
+    def observe(self, x, t, y):
+        self.steps += 1
+        if t != self.old_task:
+            self.observed_tasks.append(t)
+            self.old_task = t
+        self.memory.add(x, y, t)
+        past = self.observed_tasks[:-1]
+        params = list(self.net.parameters())
+        g_ref = None
+        if past:
+            mx, my = self.reference_sample(past)
+            self.opt.zero_grad()
+            F.cross_entropy(self.net(mx), my).backward()
+            g_ref = flat_grad(params)
+        self.opt.zero_grad()
+        F.cross_entropy(self.net(x), y).backward()
+        if g_ref is not None:
+            self.checks += 1
+            g, projected = agem_project(flat_grad(params), g_ref)
+            if projected:
+                self.projections += 1
+                assign_flat_grad(params, g)
+        self.opt.step()
+
+    def info(self) -> dict:
+        return {"patterns_per_experience": self.n_memories, "memory_filled_per_task": self.memory.filled(),
+                "sample_size": self.hp.sample_size, "steps": self.steps, "constraint_checks": self.checks,
+                "projections": self.projections}
