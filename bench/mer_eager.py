@@ -27,7 +27,7 @@ class EagerPrimitives:
     def interpolate(self, slot: str, coef: float) -> None:
         before, after = self.saved[slot], self.net.state_dict()
         self.net.load_state_dict({name: before[name] + ((after[name] - before[name]) * coef) for name in before})
-        self.reptile_updates += 1
+        self.counts["reptile_updates"] += 1
 
     def sgd_sequence(self, bx, by, scale=None) -> None:
         for e in range(bx.shape[0]):
@@ -37,7 +37,7 @@ class EagerPrimitives:
                 loss = loss * scale[e]
             loss.backward()
             self.opt.step()
-        self.sgd_steps += bx.shape[0]
+        self.counts["sgd_steps"] += bx.shape[0]
 
 
 def _eager(cls):

@@ -34,8 +34,24 @@ class MERLearner(ReplayLearner):
         self.flat = flatten_mlp(self.net)
         self.saved = {}
         self.engine = make_engine(self.flat, ctx.mlp_sizes(), hp.engine)
-        self.sgd_steps = 0
-        self.reptile_updates = 0
+        self.counts = {"sgd_steps": 0, "reptile_updates": 0}   # a dict: nn.Module.__setattr__ is slow
+        k = int(hp.replay_batch_size) + 1
+        self._bx = torch.empty(k, ctx.n_inputs, device=ctx.device)
+        self._by = torch.empty(k, dtype=torch.long, device=ctx.device)
+
+    def mer_batch(self, x: torch.Tensor, y: torch.Tensor, current_first: bool):
+        """The current example plus min(k-1, stored) replayed items, gathered into preallocated buffers."""
+        idx = self.memory.draw_indices(int(self.hp.replay_batch_size))
+        n = len(idx) + 1
+        bx, by = self._bx[:n], self._by[:n]
+        cur, rest = (0, slice(1, n)) if current_first else (n - 1, slice(0, n - 1))
+        bx[cur].copy_(x)
+        by[cur].copy_(y)
+        if idx:
+            m = torch.tensor(idx, dtype=torch.long, device=x.device)
+            torch.index_select(self.memory.x, 0, m, out=bx[rest])
+            torch.index_select(self.memory.y, 0, m, out=by[rest])
+        return bx, by
 
     # Three primitives; bench/mer_eager.py overrides them with the reference's deepcopy + autograd code.
     def snapshot(self, slot: str) -> None:
@@ -48,15 +64,14 @@ class MERLearner(ReplayLearner):
     def interpolate(self, slot: str, coef: float) -> None:
         """theta <- w + coef * (theta - w), w the snapshot in `slot` (reference: before + (after - before) * coef)."""
         self.engine.reptile(self.saved[slot], coef)
-        self.reptile_updates += 1
+        self.counts["reptile_updates"] += 1
 
     def sgd_sequence(self, bx: torch.Tensor, by: torch.Tensor, scale: torch.Tensor | None = None) -> None:
         self.engine.sgd_sequence(bx, by, self.hp.lr, scale)
-        self.sgd_steps += bx.shape[0]
+        self.counts["sgd_steps"] += bx.shape[0]
 
     def info(self) -> dict:
-        return {**super().info(), "engine": getattr(self.engine, "name", "eager"),
-                "sgd_steps": self.sgd_steps, "reptile_updates": self.reptile_updates}
+        return {**super().info(), "engine": getattr(self.engine, "name", "eager"), **self.counts}
 
 
 class MERAlg1(MERLearner):
@@ -76,7 +91,7 @@ class MERAlg1(MERLearner):
             self.snapshot("before")
             for _ in range(int(self.hp.batches_per_example)):
                 self.snapshot("w0")
-                bx, by, _, _ = self.replay_batch(x[i], y[i], current_first=True)
+                bx, by = self.mer_batch(x[i], y[i], current_first=True)
                 self.sgd_sequence(bx, by)
                 self.interpolate("w0", self.hp.beta)
             self.interpolate("before", self.hp.gamma)
@@ -101,7 +116,7 @@ class MERAlg6(MERLearner):
                 self.memory.draw_indices(int(self.hp.replay_batch_size))
             for _ in range(int(self.hp.batches_per_example)):
                 self.snapshot("w0")
-                bx, by, _, _ = self.replay_batch(x[i], y[i], current_first=False)
+                bx, by = self.mer_batch(x[i], y[i], current_first=False)
                 self.sgd_sequence(bx, by)
                 self.interpolate("w0", self.hp.gamma)
             self.memory.add(x[i], y[i], t)
@@ -122,7 +137,7 @@ class MERAlg7(MERLearner):
         for i in range(x.shape[0]):
             if self.memory.age > 0:
                 self.snapshot("w0")
-                bx, by, _, _ = self.replay_batch(x[i], y[i], current_first=True)
+                bx, by = self.mer_batch(x[i], y[i], current_first=True)
                 perm = list(range(bx.shape[0]))
                 random.shuffle(perm)
                 scale = torch.ones(len(perm))
