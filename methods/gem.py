@@ -128,7 +128,9 @@ class GEM(Learner):
             self.checks += 1
             params = list(self.net.parameters())
             g = flat_grad(params)
-            if bool((G @ g < 0).any()):
+            # `not >= 0` rather than `< 0`: a NaN dot product counts as violated, so it reaches the QP and
+            # raises there instead of silently skipping the projection (the reference skips it).
+            if bool((~(G @ g >= 0)).any()):
                 assign_flat_grad(params, self._project(g, G, t, past))
         self.opt.step()
 
@@ -176,9 +178,9 @@ class AGEM(Learner):
     def reference_sample(self, past: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """min(sample_size, available) written past-task items, uniformly without replacement (torch RNG)."""
         x, y, written = self.memory.rows(past)
-        x, y = x[written], y[written]
-        pick = torch.randperm(y.size(0))[: self.hp.sample_size].to(y.device)
-        return x[pick], y[pick]
+        available = written.reshape(-1).nonzero().squeeze(1)   # gather only the drawn rows, not the memory
+        pick = available[torch.randperm(available.numel())[: self.hp.sample_size].to(available.device)]
+        return x.reshape(-1, x.size(-1))[pick], y.reshape(-1)[pick]
 
     def observe(self, x, t, y):
         self.steps += 1
