@@ -1,0 +1,75 @@
+"""GEM's per-step cost: past-task gradients by the reference's per-task loop vs one torch.func.vmap.
+
+    python -m bench.bench_gem [--tasks 19] [--slots 256] [--repeats 10]
+
+Real MNIST Rotations images fill `--tasks` memory rows of `--slots` examples (the MER protocol at memory 5120
+has 19 past tasks x 256 slots at its last task); prints ms per step for both ways, their largest difference,
+and one QP projection's cost. Run it under `cpuslot` on the shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from data_prep.streams import TaskStream  # noqa: E402
+from methods import registry  # noqa: E402
+from methods.base import Context  # noqa: E402
+from methods.model import flat_grad  # noqa: E402
+from methods.projection import gem_project  # noqa: E402
+
+
+def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
+    out = fn()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    return (time.perf_counter() - t0) / repeats * 1e3, out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tasks", type=int, default=19)
+    p.add_argument("--slots", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--stream", default=str(ROOT / "data/streams/rotations"))
+    p.add_argument("--mnist", default=str(ROOT / "data/mnist"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    stream = TaskStream.load(Path(args.stream), Path(args.mnist))
+    ctx = Context(784, 10, stream.n_tasks, 2, 100, memory=args.slots * stream.n_tasks, batch_size=1,
+                  samples_per_task=1000, device=torch.device("cpu"))
+    gem = registry.build("gem", ctx, {"lr": 0.01, "memory_strength": 1.0})
+    for t in range(args.tasks):
+        idx = torch.randperm(len(stream.train_labels))[: args.slots].numpy()
+        x = torch.from_numpy(stream.task_images("train", t, idx)).float() / 255.0
+        gem.memory.add(x, torch.from_numpy(stream.train_labels[idx]).long(), t)
+    tasks = list(range(args.tasks))
+
+    def loop():
+        rows = []
+        for k in tasks:
+            gem.net.zero_grad()
+            F.cross_entropy(gem.net(gem.memory.x[k]), gem.memory.y[k]).backward()
+            rows.append(flat_grad(gem.net.parameters()))
+        return torch.stack(rows)
+
+    ms_loop, ref = timed(loop, args.repeats)
+    ms_vmap, fast = timed(lambda: gem.past_task_grads(tasks), args.repeats)
+    g = -fast.mean(0) + 0.1 * torch.randn_like(fast[0])
+    ms_qp, _ = timed(lambda: gem_project(g, fast, 1.0, 1e-3), args.repeats)
+    print(f"past-task grads, {args.tasks} tasks x {args.slots} slots, 1 thread: per-task loop {ms_loop:.1f} ms, "
+          f"vmap {ms_vmap:.1f} ms (x{ms_loop / ms_vmap:.2f}); max |diff| {float((ref - fast).abs().max()):.2e}")
+    print(f"QP projection (quadprog, {args.tasks} constraints, float64 incl. Gram matrix): {ms_qp:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
