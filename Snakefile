@@ -10,6 +10,7 @@ min_version("9.0")
 
 
 configfile: "config/config.yaml"
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"

@@ -1,19 +1,168 @@
-# Aggregation, tables, plots (from run records only: never triggers training by itself).
+# Aggregation, tables, plots: computed from the run records only (see docs/analysis.md).
+# `snakemake --cores 1 tables` regenerates every table and plot; when the run records exist and are up to
+# date nothing trains. Each rule lists the analysis code it runs as input, so editing it reruns only the
+# (cheap) analysis jobs, never training.
 
-ANALYSIS_TARGETS = ["results/tables/runs_long.csv"]
+CONVENTIONS = ["paper", "code"]
+TABLE_FORMATS = ["md", "tex", "csv"]
+PLOT_FORMATS = ["png", "pdf"]
+# The analysis sources each rule runs (inputs, so that editing them reruns exactly the affected jobs).
+CODE = {m: f"analysis/{m}.py" for m in ("aggregate", "records", "metrics", "tables", "published", "plots")}
+
+ANALYSIS_TARGETS = (
+    expand("results/tables/main_{convention}.{ext}", convention=CONVENTIONS, ext=TABLE_FORMATS)
+    + expand("results/tables/published_comparison.{ext}", ext=TABLE_FORMATS)
+    + expand("results/plots/acc_matrix_{dataset}.{ext}", dataset=config["datasets"], ext=PLOT_FORMATS)
+    + expand("results/plots/curves_{dataset}.{ext}", dataset=config["datasets"], ext=PLOT_FORMATS)
+    + expand("results/plots/acc_vs_memory.{ext}", ext=PLOT_FORMATS)
+)
 
 
 rule aggregate:
     input:
-        run_records(),
+        records=run_records(),
+        code=[CODE["aggregate"], CODE["records"], CODE["metrics"]],
     output:
-        "results/tables/runs_long.csv",
+        runs=report("results/tables/runs_long.csv", caption="../report/runs_long.rst", category="Data"),
+        matrix="results/tables/matrix_long.csv",
+        evals="results/tables/eval_long.csv",
+    params:
+        py=PY,
     log:
         "logs/analysis/aggregate.log",
     conda:
         "../environment.yml"
     shell:
-        "{PY} -m analysis.aggregate --out {output} {input} > {log} 2>&1"
+        "{params.py} -m analysis.aggregate --out {output.runs} --matrix {output.matrix} --evals {output.evals} "
+        "{input.records} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        runs="results/tables/runs_long.csv",
+        code=[CODE["tables"], CODE["records"], CODE["metrics"]],
+    output:
+        report("results/tables/summary.csv", caption="../report/summary.rst", category="Data"),
+    params:
+        py=PY,
+    log:
+        "logs/analysis/summary.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "{params.py} -m analysis.tables summary --runs {input.runs} --out {output} > {log} 2>&1"
+
+
+rule main_table:
+    input:
+        summary="results/tables/summary.csv",
+        code=[CODE["tables"], CODE["records"], CODE["metrics"]],
+    output:
+        md=report("results/tables/main_{convention}.md", caption="../report/main_table.rst",
+                  category="Tables", subcategory="{convention} convention", labels={"table": "main",
+                  "convention": "{convention}", "format": "Markdown"}),
+        tex=report("results/tables/main_{convention}.tex", caption="../report/main_table.rst",
+                   category="Tables", subcategory="{convention} convention", labels={"table": "main",
+                   "convention": "{convention}", "format": "LaTeX"}),
+        csv=report("results/tables/main_{convention}.csv", caption="../report/main_table.rst",
+                   category="Tables", subcategory="{convention} convention", labels={"table": "main",
+                   "convention": "{convention}", "format": "CSV"}),
+    wildcard_constraints:
+        convention="|".join(CONVENTIONS),
+    params:
+        py=PY,
+    log:
+        "logs/analysis/main_{convention}.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "{params.py} -m analysis.tables main --summary {input.summary} --convention {wildcards.convention} "
+        "--md {output.md} --tex {output.tex} --csv {output.csv} > {log} 2>&1"
+
+
+rule published_table:
+    input:
+        summary="results/tables/summary.csv",
+        published="analysis/published.csv",
+        code=[CODE["published"], CODE["tables"], CODE["records"], CODE["metrics"]],
+    output:
+        md=report("results/tables/published_comparison.md", caption="../report/published.rst",
+                  category="Tables", subcategory="vs GEM paper", labels={"table": "vs GEM paper",
+                  "format": "Markdown"}),
+        tex=report("results/tables/published_comparison.tex", caption="../report/published.rst",
+                   category="Tables", subcategory="vs GEM paper", labels={"table": "vs GEM paper",
+                   "format": "LaTeX"}),
+        csv=report("results/tables/published_comparison.csv", caption="../report/published.rst",
+                   category="Tables", subcategory="vs GEM paper", labels={"table": "vs GEM paper",
+                   "format": "CSV"}),
+    params:
+        py=PY,
+    log:
+        "logs/analysis/published_comparison.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "{params.py} -m analysis.published --summary {input.summary} --published {input.published} "
+        "--md {output.md} --tex {output.tex} --csv {output.csv} > {log} 2>&1"
+
+
+rule heatmap:
+    input:
+        matrix="results/tables/matrix_long.csv",
+        code=[CODE["plots"], CODE["records"], CODE["metrics"]],
+    output:
+        png=report("results/plots/acc_matrix_{dataset}.png", caption="../report/heatmap.rst",
+                   category="Forgetting plots", subcategory="{dataset}",
+                   labels={"plot": "accuracy matrix", "dataset": "{dataset}"}),
+        pdf="results/plots/acc_matrix_{dataset}.pdf",
+    params:
+        py=PY,
+    log:
+        "logs/analysis/acc_matrix_{dataset}.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "{params.py} -m analysis.plots heatmap --matrix {input.matrix} --dataset {wildcards.dataset} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule curves:
+    input:
+        evals="results/tables/eval_long.csv",
+        code=[CODE["plots"], CODE["records"], CODE["metrics"]],
+    output:
+        png=report("results/plots/curves_{dataset}.png", caption="../report/curves.rst",
+                   category="Forgetting plots", subcategory="{dataset}",
+                   labels={"plot": "accuracy over the stream", "dataset": "{dataset}"}),
+        pdf="results/plots/curves_{dataset}.pdf",
+    params:
+        py=PY,
+    log:
+        "logs/analysis/curves_{dataset}.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "{params.py} -m analysis.plots curves --evals {input.evals} --dataset {wildcards.dataset} "
+        "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule acc_vs_memory:
+    input:
+        summary="results/tables/summary.csv",
+        code=[CODE["plots"], CODE["records"], CODE["metrics"]],
+    output:
+        png=report("results/plots/acc_vs_memory.png", caption="../report/acc_vs_memory.rst",
+                   category="Forgetting plots", subcategory="all datasets",
+                   labels={"plot": "ACC vs memory", "dataset": "all"}),
+        pdf="results/plots/acc_vs_memory.pdf",
+    params:
+        py=PY,
+    log:
+        "logs/analysis/acc_vs_memory.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "{params.py} -m analysis.plots memory --summary {input.summary} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule tables:

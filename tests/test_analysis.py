@@ -1,0 +1,242 @@
+"""Aggregation, paper-style tables, the published comparison and the plots.
+
+Real run records (two short runs on real MNIST) check that table cells equal metrics recomputed by hand from
+R and b. The flag logic, error paths and plots use small hand-made records: they test bookkeeping, not
+learning, and hand-made values make every expected number obvious.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import aggregate, plots, published, records, tables
+from data_prep.errors import ClreproError
+
+
+def fake_record(dataset, method, memory, seed, R, b, protocol="mer2019", samples=10):
+    """A record whose eval_log is consistent with R and b: b, then (middle, end) evaluations per task."""
+    R, b = np.asarray(R, float), np.asarray(b, float)
+    T = len(b)
+    task, seen, acc = [0], [0], [b.tolist()]
+    for t in range(T):
+        task += [t, t]
+        seen += [t * samples + samples // 2, (t + 1) * samples]
+        acc += [((R[t] + (b if t == 0 else R[t - 1])) / 2).tolist(), R[t].tolist()]
+    return {"spec": {"dataset": dataset, "method": method, "memory": memory, "seed": seed, "protocol": protocol,
+                     "n_tasks": T, "samples_per_task": samples},
+            "eval_log": {"task": task, "examples_seen": seen, "acc": acc},
+            "R": R.tolist(), "b": b.tolist(), "metrics": {"ACC": 0.123456},  # deliberately wrong
+            "timing": {"examples_per_s": 100.0, "train_s": 1.0}}
+
+
+def hand_metrics(R, b):
+    """The four table metrics written out directly (independent of analysis.metrics)."""
+    R, b = np.asarray(R, float), np.asarray(b, float)
+    T = len(b)
+    bwt_sum = sum(R[T - 1, i] - R[i, i] for i in range(T - 1))
+    fwt_sum = sum(R[i - 1, i] - b[i] for i in range(1, T))
+    return {("ACC", "-"): R[T - 1].mean(), ("LA", "-"): np.trace(R) / T,
+            ("BWT", "paper"): bwt_sum / (T - 1), ("BWT", "code"): bwt_sum / T,
+            ("FWT", "paper"): fwt_sum / (T - 1), ("FWT", "code"): fwt_sum / T}
+
+
+R1 = [[0.9, 0.1, 0.2], [0.7, 0.8, 0.3], [0.6, 0.5, 0.95]]
+R2 = [[0.8, 0.2, 0.1], [0.6, 0.9, 0.2], [0.5, 0.7, 0.85]]
+B = [0.1, 0.15, 0.05]
+
+
+@pytest.fixture(scope="module")
+def real_records(tmp_path_factory, make_stream, mnist_dir):
+    """Two real runs (online, 3 rotation tasks, 50 examples each, 200 test images per task)."""
+    import subprocess
+    import sys
+
+    from methods.config import ROOT, prepare, resolve_run
+    from tests.conftest import SHARED_MNIST
+
+    stream = make_stream("rotations", n_tasks=3)
+    config = prepare({"datasets": ["rotations"], "methods": ["online"], "memories": [500], "seeds": [0, 1],
+                      "device": "cpu", "mnist": {"source_dir": str(SHARED_MNIST)},
+                      "streams": {"rotations": {"kind": "rotation", "n_tasks": 3}},
+                      "overrides": {"samples_per_task": {"rotations": 50},
+                                    "test_examples_per_task": {"rotations": 200}, "log_every": 10},
+                      "hparams": {"online": {"lr": 0.1}}})
+    out = tmp_path_factory.mktemp("real_runs")
+    paths = []
+    for seed in (0, 1):
+        spec = resolve_run(config, "rotations", "online", 0, seed)
+        path = out / f"seed{seed}.json"
+        subprocess.run([sys.executable, "-m", "methods.train", "--spec", json.dumps(spec), "--stream",
+                        str(stream.path), "--mnist", str(mnist_dir), "--out", str(path)],
+                       cwd=ROOT, check=True, capture_output=True)
+        paths.append(path)
+    return paths
+
+
+def test_tables_from_real_records_equal_hand_recomputed_metrics(real_records, tmp_path):
+    recs = [json.loads(p.read_text()) for p in real_records]
+    t = tmp_path
+    aggregate.main(["--out", str(t / "runs.csv"), "--matrix", str(t / "m.csv"), "--evals", str(t / "e.csv"),
+                    *map(str, real_records)])
+    tables.main(["summary", "--runs", str(t / "runs.csv"), "--out", str(t / "summary.csv")])
+    summary = pd.read_csv(t / "summary.csv")
+    per_seed = [hand_metrics(r["R"], r["b"]) for r in recs]
+    assert per_seed[0][("ACC", "-")] != per_seed[1][("ACC", "-")]  # two seeds really differ
+    for (metric, conv), _ in per_seed[0].items():
+        vals = np.array([m[(metric, conv)] for m in per_seed])
+        row = summary[(summary.metric == metric) & (summary.convention == conv)].iloc[0]
+        assert row["mean"] == pytest.approx(vals.mean(), abs=1e-9)
+        assert row["std"] == pytest.approx(vals.std(ddof=1), abs=1e-9)
+        assert row["n_seeds"] == 2 and row["seeds"] == "0 1"
+    for conv in ("paper", "code"):
+        tables.main(["main", "--summary", str(t / "summary.csv"), "--convention", conv, "--md", str(t / f"{conv}.md"),
+                     "--tex", str(t / f"{conv}.tex"), "--csv", str(t / f"{conv}.csv")])
+        csv = pd.read_csv(t / f"{conv}.csv", dtype=str)
+        assert csv["convention"].tolist() == [conv]
+        for metric in ("ACC", "BWT", "FWT", "LA"):
+            key = (metric, "-" if metric in ("ACC", "LA") else conv)
+            vals = np.array([m[key] for m in per_seed])
+            assert csv[f"rotations {metric}"].iloc[0] == f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}"
+        assert csv["rotations n"].iloc[0] == "2"
+        md = (t / f"{conv}.md").read_text()
+        assert f"Convention `{conv}`" in md and "| online" in md and "rotations ACC" in md
+        tex = (t / f"{conv}.tex").read_text()
+        assert r"\toprule" in tex and r"\bottomrule" in tex and f"Convention {conv}" in tex and r"$\pm$" in tex
+    # the curves keep the real evaluation log
+    evals = pd.read_csv(t / "e.csv")
+    log = recs[0]["eval_log"]
+    first = evals[(evals.seed == 0) & (evals.eval_task == 0)]
+    assert first["acc"].tolist() == pytest.approx([row[0] for row in log["acc"]])
+    assert first["examples_seen"].tolist() == log["examples_seen"]
+
+
+def test_metrics_are_recomputed_never_read_from_the_file():
+    rec = fake_record("rotations", "online", 0, 0, R1, B)
+    long = records.tidy([rec])
+    acc = long[(long.metric == "ACC")]["value"].item()
+    assert acc == pytest.approx(np.mean(R1[-1])) and acc != 0.123456
+    assert any("ACC[-]: stored 0.123456" in m for m in records.stored_mismatches([rec]))
+    conventions = set(long["convention"])
+    assert conventions == {"paper", "code", "-"}
+
+
+def test_corrupt_records_are_refused(tmp_path):
+    rec = fake_record("rotations", "online", 0, 0, R1, B)
+    rec["R"][2][0] = 0.99  # no longer the matrix of its own evaluation log
+    (tmp_path / "bad.json").write_text(json.dumps(rec))
+    with pytest.raises(ClreproError, match="differ from the matrix rebuilt"):
+        records.load(tmp_path / "bad.json")
+    rec = fake_record("rotations", "online", 0, 0, R1, B)
+    rec["spec"]["n_tasks"] = 4
+    with pytest.raises(ClreproError, match="expected"):
+        records.check(rec)
+    (tmp_path / "trunc.json").write_text("{")
+    with pytest.raises(ClreproError, match="cannot read"):
+        records.load(tmp_path / "trunc.json")
+
+
+def test_single_seed_cells_print_the_mean_only():
+    summary = tables.summarize(records.tidy([fake_record("rotations", "gem", 500, 0, R1, B)]))
+    table = tables.main_table(summary, "paper")
+    assert table.loc[("gem", 500), ("rotations", "ACC")] == f"{np.mean(R1[-1]):.3f}"
+    assert table.loc[("gem", 500), ("rotations", "n")] == "1"
+    with pytest.raises(ValueError, match="unknown convention"):
+        tables.main_table(summary, "percent")
+
+
+def _summary(rows):
+    base = {"protocol": "gem2017", "n_tasks": 20, "samples_per_task": 1000, "seeds": "0"}
+    return pd.DataFrame([base | r for r in rows])
+
+
+def test_published_flags_use_seed_std_or_the_absolute_tolerance():
+    pub = pd.read_csv("analysis/published.csv")
+    summary = _summary([
+        # within one std of 0.602 -> ok; beyond -> flag
+        {"dataset": "permutations", "method": "online", "memory": 0, "metric": "ACC", "convention": "-",
+         "mean": 0.610, "std": 0.010, "n_seeds": 3},
+        {"dataset": "rotations", "method": "online", "memory": 0, "metric": "ACC", "convention": "-",
+         "mean": 0.560, "std": 0.010, "n_seeds": 3},
+        # one seed: 0.02 absolute; EWC perm ACC 0.619
+        {"dataset": "permutations", "method": "ewc", "memory": 0, "metric": "ACC", "convention": "-",
+         "mean": 0.630, "std": float("nan"), "n_seeds": 1},
+        {"dataset": "rotations", "method": "ewc", "memory": 0, "metric": "ACC", "convention": "-",
+         "mean": 0.580, "std": float("nan"), "n_seeds": 1},
+        # BWT is compared under the code convention (published = averaged over T); the paper row must be ignored
+        {"dataset": "permutations", "method": "online", "memory": 0, "metric": "BWT", "convention": "code",
+         "mean": -0.190, "std": 0.010, "n_seeds": 2},
+        {"dataset": "permutations", "method": "online", "memory": 0, "metric": "BWT", "convention": "paper",
+         "mean": -0.200, "std": 0.0, "n_seeds": 2},
+    ])
+    cmp = published.compare(summary, pub, abs_tol=0.02).set_index(["dataset", "our_method", "metric"])
+    assert cmp.loc[("permutations", "online", "ACC"), "flag"] == False  # noqa: E712  |0.008| < 0.010
+    assert cmp.loc[("rotations", "online", "ACC"), "flag"] == True  # noqa: E712  |0.029| > 0.010
+    assert cmp.loc[("permutations", "ewc", "ACC"), "tolerance_kind"] == "absolute (1 seed)"
+    assert cmp.loc[("permutations", "ewc", "ACC"), "flag"] == False  # noqa: E712  |0.011| < 0.02
+    assert cmp.loc[("rotations", "ewc", "ACC"), "flag"] == True  # noqa: E712  |0.034| > 0.02
+    bwt = cmp.loc[[("permutations", "online", "BWT")]]
+    assert len(bwt) == 1 and bwt["ours_mean"].item() == -0.190 and bwt["convention"].item() == "code"
+    assert bwt["diff"].item() == pytest.approx(-0.190 + 0.198) and not bwt["flag"].item()
+    assert cmp.loc[("rotations", "gem", "ACC"), "status"] == "not run"
+    shown = published.display(cmp.reset_index())
+    assert shown.loc[("rotations", "online ↔ single", "0 / 0"), ("ACC", "diff")] == "+0.029*"
+    assert shown.loc[("permutations", "online ↔ single", "0 / 0"), ("ACC", "diff")] == "+0.008"
+
+
+def test_published_numbers_are_the_gem_paper_appendix_b_values():
+    pub = pd.read_csv("analysis/published.csv").set_index(["dataset", "published_method", "metric"])
+    assert set(pub.index.get_level_values("published_method")) == {"single", "EWC", "multimodal", "GEM"}
+    assert pub.loc[("permutations", "GEM", "ACC"), "value"] == 0.826
+    assert pub.loc[("rotations", "EWC", "FWT"), "value"] == 0.552
+    assert pub.loc[("rotations", "single", "BWT"), "value"] == -0.090
+    assert (pub["convention"] == "code").all() and (pub["seed"] == 0).all() and (pub["batch_size"] == 10).all()
+    mapping = dict(zip(pub.index.get_level_values("published_method"), pub["our_method"]))
+    assert mapping == {"single": "online", "EWC": "ewc", "multimodal": "taskinput", "GEM": "gem"}
+    for m in ("ACC", "BWT", "FWT"):
+        assert len(pub.xs(m, level="metric")) == 8
+
+
+def plot_inputs():
+    recs = []
+    for seed, R in enumerate((R1, R2)):
+        recs.append(fake_record("rotations", "online", 0, seed, R, B))
+        for mem, shift in ((200, 0.0), (500, 0.02)):
+            recs.append(fake_record("rotations", "gem", mem, seed, np.clip(np.asarray(R) + shift, 0, 1), B))
+    return (records.matrix_long(recs), records.eval_long(recs, max_tasks=2),
+            tables.summarize(records.tidy(recs)))
+
+
+@pytest.mark.parametrize("kind", ["heatmap", "curves", "memory"])
+def test_plots_are_written_and_byte_identical(kind, tmp_path):
+    matrix, evals, summary = plot_inputs()
+    draw = {"heatmap": lambda: plots.heatmap(matrix, "rotations"), "curves": lambda: plots.curves(evals, "rotations"),
+            "memory": lambda: plots.memory(summary)}[kind]
+    digests = []
+    for k in range(2):
+        png, pdf = tmp_path / f"{k}.png", tmp_path / f"{k}.pdf"
+        fig = draw()
+        assert len(fig.axes) >= (3 if kind != "memory" else 1)
+        plots.save(fig, str(png), str(pdf))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+        digests.append((png.read_bytes(), pdf.read_bytes()))
+    assert digests[0] == digests[1]
+
+
+def test_heatmap_shows_the_seed_mean_of_R():
+    matrix, _, _ = plot_inputs()
+    fig = plots.heatmap(matrix, "rotations")
+    texts = [t.get_text() for t in fig.axes[0].texts]  # first panel: online, annotated
+    expected = [f"{v:.2f}" for v in ((np.asarray(R1) + np.asarray(R2)) / 2).ravel()]
+    assert texts == expected
+    with pytest.raises(ClreproError, match="no accuracy-matrix rows"):
+        plots.heatmap(matrix, "permutations")
+
+
+def test_curve_tasks_keep_first_and_last():
+    assert records.curve_tasks(3, 5) == [0, 1, 2]
+    assert records.curve_tasks(100, 5) == [0, 25, 50, 74, 99]
+    evals = records.eval_long([fake_record("rotations", "online", 0, 0, R1, B)], max_tasks=2)
+    assert sorted(evals["eval_task"].unique()) == [0, 2]
