@@ -41,14 +41,17 @@ class VAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder(z))
 
-    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(negative ELBO, reconstruction BCE), both summed over pixels and averaged over the batch."""
+    def loss(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(negative ELBO, reconstruction BCE), summed over pixels; batch mean, or the `weights`-weighted
+        sum over samples (one forward pass for a weighted real + replay mix)."""
         mu, logvar = self.to_stats(self.encoder(x)).chunk(2, dim=1)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         logits = self.decoder(z)
-        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.size(0)
-        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / x.size(0)
-        return rec + kl, rec
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+        if weights is None:
+            weights = torch.full_like(rec, 1.0 / x.size(0))
+        return ((rec + kl) * weights).sum(), (rec * weights).sum()
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
@@ -74,7 +77,7 @@ class DGR(Learner):
         replay_batch_size: int = 32            # generated samples per step (solver and generator)
         replay_ratio: float | None = 0.3       # r, importance of the new task; null = 1/(t+1)
         latent_dim: int = 32
-        vae_hidden: int = 256
+        vae_hidden: int = 100                 # van de Ven: VAE as deep and wide as the classifier
         vae_lr: float = 1e-3                   # Adam
         generator_steps_per_batch: int = 1
 
@@ -98,6 +101,11 @@ class DGR(Learner):
     def ratio(self) -> float:
         return self.hp.replay_ratio if self.hp.replay_ratio is not None else 1.0 / self.tasks_seen
 
+    def mix_weights(self, n_real: int, n_replay: int, r: float) -> torch.Tensor:
+        """Per-sample weights giving r * mean(real) + (1 - r) * mean(replay)."""
+        return torch.cat([torch.full((n_real,), r / n_real), torch.full((n_replay,), (1 - r) / n_replay)]).to(
+            self.ctx.device)
+
     @torch.no_grad()
     def replay(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.prev_generator.sample(self.hp.replay_batch_size)
@@ -119,11 +127,12 @@ class DGR(Learner):
         self.opt.step()
         for step in range(self.hp.generator_steps_per_batch):
             self.gen_opt.zero_grad()
-            gen_loss, _ = self.generator.loss(x)
             if replaying:
                 # the solver's replay batch serves the first generator step; later steps draw fresh ones
                 xg = xr if step == 0 else self.prev_generator.sample(self.hp.replay_batch_size)
-                gen_loss = r * gen_loss + (1 - r) * self.generator.loss(xg)[0]
+                gen_loss, _ = self.generator.loss(torch.cat([x, xg]), self.mix_weights(len(x), len(xg), r))
+            else:
+                gen_loss, _ = self.generator.loss(x)
             gen_loss.backward()
             self.gen_opt.step()
         self.gen_losses.append(gen_loss.item())
