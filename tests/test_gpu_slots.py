@@ -123,6 +123,8 @@ def test_gpu_ids_follow_inherited_cuda_visible_devices():
     assert gpu_slot.gpu_ids("1", {"CUDA_VISIBLE_DEVICES": "3,5"}) == ["3"]
     assert gpu_slot.gpu_ids("2", {}) == ["0", "1"]
     assert gpu_slot.gpu_ids("auto", {"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert gpu_slot.gpu_ids("auto", {"SLURM_JOB_ID": "7"}) == []  # SLURM gave this job no GPU
+    assert gpu_slot.gpu_ids("auto", {"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "1"}) == ["1"]
     with pytest.raises(SystemExit, match="allows only 2"):
         gpu_slot.gpu_ids("3", {"CUDA_VISIBLE_DEVICES": "3,5"})
     with pytest.raises(SystemExit, match="auto"):

@@ -11,8 +11,8 @@ If every slot is taken it polls until one frees, so even a run without `--resour
 more than K jobs on one GPU (the surplus jobs wait).
 
 GPU ids: `--gpus auto` counts them without importing torch: the ids in an inherited CUDA_VISIBLE_DEVICES
-(a scheduler such as SLURM already chose them), else `nvidia-smi -L`, else none. With an integer N and an
-inherited CUDA_VISIBLE_DEVICES the slots map onto its first N entries. With no GPU (N = 0) the command runs
+(a scheduler such as SLURM already chose them), else none inside a SLURM job, else `nvidia-smi -L`.
+With an integer N and an inherited CUDA_VISIBLE_DEVICES the slots map onto its first N entries. With no GPU (N = 0) the command runs
 on CPU, with CUDA_VISIBLE_DEVICES="" so that `device: auto` cannot pick a GPU by accident.
 
 The child sees CLREPRO_GPU_SLOT (e.g. `gpu1-0`, or `cpu`), which the run record stores next to
@@ -56,6 +56,8 @@ def gpu_ids(request: str, env: dict) -> list[str]:
     """The GPU ids slots map onto, for `--gpus auto` or `--gpus N`."""
     inherited = inherited_ids(env)
     if request == "auto":
+        if inherited is None and env.get("SLURM_JOB_ID"):
+            return []  # a SLURM job given no GPU must not take the node's GPUs behind the scheduler's back
         return inherited if inherited is not None else [str(i) for i in range(nvidia_smi_count())]
     try:
         n = int(request)
