@@ -1,7 +1,7 @@
 # Aggregation, tables, plots: computed from the run records only (see docs/analysis.md).
 # `snakemake --cores 1 tables` regenerates every table and plot; when the run records exist and are up to
 # date nothing trains. Each rule lists the analysis code it runs as input, so editing it reruns only the
-# (cheap) analysis jobs, never training.
+# (cheap) analysis jobs, never training. Rules call `python`: the environment is first on PATH (./clrepro).
 
 CONVENTIONS = ["paper", "code"]
 TABLE_FORMATS = ["md", "tex", "csv"]
@@ -26,14 +26,12 @@ rule aggregate:
         runs=report("results/tables/runs_long.csv", caption="../report/runs_long.rst", category="Data"),
         matrix="results/tables/matrix_long.csv",
         evals="results/tables/eval_long.csv",
-    params:
-        py=PY,
     log:
         "logs/analysis/aggregate.log",
     conda:
         "../environment.yml"
     shell:
-        "{params.py} -m analysis.aggregate --out {output.runs} --matrix {output.matrix} --evals {output.evals} "
+        "python -m analysis.aggregate --out {output.runs} --matrix {output.matrix} --evals {output.evals} "
         "{input.records} > {log} 2>&1"
 
 
@@ -43,14 +41,12 @@ rule summary:
         code=[CODE["tables"], CODE["records"], CODE["metrics"]],
     output:
         report("results/tables/summary.csv", caption="../report/summary.rst", category="Data"),
-    params:
-        py=PY,
     log:
         "logs/analysis/summary.log",
     conda:
         "../environment.yml"
     shell:
-        "{params.py} -m analysis.tables summary --runs {input.runs} --out {output} > {log} 2>&1"
+        "python -m analysis.tables summary --runs {input.runs} --out {output} > {log} 2>&1"
 
 
 rule main_table:
@@ -69,14 +65,12 @@ rule main_table:
                    "convention": "{convention}", "format": "CSV"}),
     wildcard_constraints:
         convention="|".join(CONVENTIONS),
-    params:
-        py=PY,
     log:
         "logs/analysis/main_{convention}.log",
     conda:
         "../environment.yml"
     shell:
-        "{params.py} -m analysis.tables main --summary {input.summary} --convention {wildcards.convention} "
+        "python -m analysis.tables main --summary {input.summary} --convention {wildcards.convention} "
         "--md {output.md} --tex {output.tex} --csv {output.csv} > {log} 2>&1"
 
 
@@ -95,14 +89,12 @@ rule published_table:
         csv=report("results/tables/published_comparison.csv", caption="../report/published.rst",
                    category="Tables", subcategory="vs GEM paper", labels={"table": "vs GEM paper",
                    "format": "CSV"}),
-    params:
-        py=PY,
     log:
         "logs/analysis/published_comparison.log",
     conda:
         "../environment.yml"
     shell:
-        "{params.py} -m analysis.published --summary {input.summary} --published {input.published} "
+        "python -m analysis.published --summary {input.summary} --published {input.published} "
         "--md {output.md} --tex {output.tex} --csv {output.csv} > {log} 2>&1"
 
 
@@ -115,14 +107,12 @@ rule heatmap:
                    category="Forgetting plots", subcategory="{dataset}",
                    labels={"plot": "accuracy matrix", "dataset": "{dataset}"}),
         pdf="results/plots/acc_matrix_{dataset}.pdf",
-    params:
-        py=PY,
     log:
         "logs/analysis/acc_matrix_{dataset}.log",
     conda:
         "../environment.yml"
     shell:
-        "{params.py} -m analysis.plots heatmap --matrix {input.matrix} --dataset {wildcards.dataset} "
+        "python -m analysis.plots heatmap --matrix {input.matrix} --dataset {wildcards.dataset} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
@@ -135,14 +125,12 @@ rule curves:
                    category="Forgetting plots", subcategory="{dataset}",
                    labels={"plot": "accuracy over the stream", "dataset": "{dataset}"}),
         pdf="results/plots/curves_{dataset}.pdf",
-    params:
-        py=PY,
     log:
         "logs/analysis/curves_{dataset}.log",
     conda:
         "../environment.yml"
     shell:
-        "{params.py} -m analysis.plots curves --evals {input.evals} --dataset {wildcards.dataset} "
+        "python -m analysis.plots curves --evals {input.evals} --dataset {wildcards.dataset} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
@@ -155,14 +143,12 @@ rule acc_vs_memory:
                    category="Forgetting plots", subcategory="all datasets",
                    labels={"plot": "ACC vs memory", "dataset": "all"}),
         pdf="results/plots/acc_vs_memory.pdf",
-    params:
-        py=PY,
     log:
         "logs/analysis/acc_vs_memory.log",
     conda:
         "../environment.yml"
     shell:
-        "{params.py} -m analysis.plots memory --summary {input.summary} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
+        "python -m analysis.plots memory --summary {input.summary} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule tables:
