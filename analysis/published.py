@@ -36,7 +36,8 @@ def compare(summary: pd.DataFrame, published: pd.DataFrame, abs_tol: float = DEF
                 "metric": pub.metric, "convention": pub.convention, "published": pub.value,
                 "published_memory": pub.memory, "published_protocol": pub.protocol, "source": pub.source}
         if ours.empty:
-            rows.append(base | {"our_memory": pd.NA, "our_protocol": pd.NA, "ours_mean": float("nan"),
+            rows.append(base | {"our_memory": pd.NA, "our_protocol": pd.NA, "our_n_tasks": pd.NA,
+                                "our_samples_per_task": pd.NA, "ours_mean": float("nan"),
                                 "ours_std": float("nan"), "n_seeds": 0, "diff": float("nan"),
                                 "tolerance": float("nan"), "tolerance_kind": "", "flag": False, "status": "not run"})
             continue
@@ -47,7 +48,8 @@ def compare(summary: pd.DataFrame, published: pd.DataFrame, abs_tol: float = DEF
             else:
                 tol, kind = abs_tol, "absolute (1 seed)"
             flag = bool(abs(diff) > tol)
-            rows.append(base | {"our_memory": o.memory, "our_protocol": o.protocol, "ours_mean": o.mean,
+            rows.append(base | {"our_memory": o.memory, "our_protocol": o.protocol, "our_n_tasks": o.n_tasks,
+                                "our_samples_per_task": o.samples_per_task, "ours_mean": o.mean,
                                 "ours_std": o.std, "n_seeds": int(o.n_seeds), "diff": diff, "tolerance": tol,
                                 "tolerance_kind": kind, "flag": flag, "status": "FLAG" if flag else "ok"})
     return pd.DataFrame(rows)
@@ -87,10 +89,12 @@ def display(comparison: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def caption(comparison: pd.DataFrame, abs_tol: float) -> str:
     conv = ", ".join(sorted(set(comparison["convention"])))
-    protos = ", ".join(sorted(set(comparison["our_protocol"].dropna().astype(str)))) or "none"
+    ran = comparison.dropna(subset=["our_protocol"]).drop_duplicates(["our_protocol", "dataset"])
+    protos = "; ".join(f"{r.dataset}: {r.our_protocol}, {int(r.our_n_tasks)} tasks, {int(r.our_samples_per_task)} "
+                       f"examples per task" for r in ran.itertuples()) or "none"
     return (f"Ours beside the GEM paper (Lopez-Paz & Ranzato 2017, Appendix B; seed 0, one run, GEM protocol: "
             f"batch 10, 1000 examples per task, 20 tasks). Convention `{conv}`: BWT and FWT divided by T, as "
-            f"published. Ours: mean ± sample std over n seeds, our protocol: {protos}. diff = ours - paper; "
+            f"published. Ours: mean ± sample std over n seeds ({protos}). diff = ours - paper; "
             f"{FLAG_MARK} = |diff| exceeds our seed std (one seed: exceeds {abs_tol:g}).")
 
 
