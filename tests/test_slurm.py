@@ -25,7 +25,12 @@ pytestmark = pytest.mark.skipif(os.environ.get("CLREPRO_SLURM_TEST") == "0", rea
 @pytest.fixture(scope="module")
 def slurm_env(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
-    res = subprocess.run(["bash", str(SETUP), "start", str(state), "--install"], capture_output=True, text=True, timeout=900)
+    try:
+        res = subprocess.run(["bash", str(SETUP), "start", str(state), "--install"], capture_output=True, text=True,
+                             timeout=1200)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["bash", str(SETUP), "stop", str(state)], timeout=120)
+        pytest.skip("setting up SLURM took over 20 minutes (apt-get without network?)")
     if res.returncode == 3:
         pytest.skip(res.stderr.strip().splitlines()[-1])
     assert res.returncode == 0, res.stderr

@@ -43,8 +43,8 @@ if ! have_all; then
   [ "$install" = --install ] || skip "slurmctld/slurmd/munge/slurm-client are not installed (rerun with --install as root)"
   [ "$(id -u)" = 0 ] || skip "installing SLURM needs root"
   command -v apt-get >/dev/null || skip "installing SLURM needs apt-get (Debian/Ubuntu)"
-  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      slurmctld slurmd munge slurm-client; } >"$dir/apt.log" 2>&1 || skip "apt-get install failed (see $dir/apt.log)"
+  { timeout 300 apt-get update && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y \
+      --no-install-recommends slurmctld slurmd munge slurm-client; } >"$dir/apt.log" 2>&1 || skip "apt-get install failed (see $dir/apt.log)"
 fi
 [ "$(id -u)" = 0 ] || skip "a local slurmd must run as root (it starts jobs as other users)"
 [ -f /etc/munge/munge.key ] || skip "no /etc/munge/munge.key (munge package not configured)"
