@@ -75,6 +75,7 @@ def heatmap(matrix: pd.DataFrame, dataset: str):
     T = int(sub["n_tasks"].max())
     annot = T <= ANNOTATE_UP_TO
     size = 3.2 if annot else 4.0
+    ticks = True if annot else math.ceil(T / 5)  # every task for small matrices, else about 5 labels
     fig, axes = _grid(len(configs), size, size)
     n_cols = min(len(configs), 4)
     for k, (ax, (method, memory)) in enumerate(zip(axes, configs)):
@@ -82,7 +83,7 @@ def heatmap(matrix: pd.DataFrame, dataset: str):
         R = one.pivot_table(index="trained_task", columns="eval_task", values="acc", aggfunc="mean")
         n_seeds = one["seed"].nunique()
         sns.heatmap(R, ax=ax, vmin=0, vmax=1, cmap="viridis", annot=annot, fmt=".2f", square=True, cbar=False,
-                    annot_kws={"fontsize": 7}, xticklabels=annot or "auto", yticklabels=annot or "auto")
+                    annot_kws={"fontsize": 7}, xticklabels=ticks, yticklabels=ticks)
         ax.set_title(f"{_label(method, memory)}, {n_seeds} seed{'s' * (n_seeds > 1)}", fontsize=9)
         ax.set_xlabel("evaluated task j")
         ax.set_ylabel("after training task i" if k % n_cols == 0 else "")
