@@ -1,15 +1,21 @@
 # Shared helpers: the validated config, the grid and the paths. Imported at parse time, torch-free.
 import json
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
+envvars:
+    "PATH",
+
+
+# Rules call `python`: make it the interpreter running Snakemake (the environment), however it was started.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 from methods.config import grid, prepare, resolve_run  # noqa: E402
 from methods.registry import METHODS  # noqa: E402
 
 prepare(config)  # validates against config/schema.yaml (fills defaults) and loads the protocol
 GRID = grid(config)
-PY = sys.executable
 
 
 wildcard_constraints:
