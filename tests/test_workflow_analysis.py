@@ -36,7 +36,8 @@ def fresh_copy(dest: Path) -> None:
 def snakemake(repo: Path, *args: str) -> str:
     # rules may call a bare `python`: put this interpreter's environment first on PATH, as ./clrepro does
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "cfg.yaml", *args],
+    # targets first: --configfile takes every following word as a config file
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *args, "--cores", "1", "--configfile", "cfg.yaml"],
                           cwd=repo, capture_output=True, text=True, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
