@@ -78,7 +78,34 @@ def _masked_mean_ce(params, net, x, y, w):
     return (ce * w).sum() / w.sum()
 
 
-class GEM(Learner):
+class _PerTaskMemoryLearner(Learner):
+    """What GEM and A-GEM share: the MLP with SGD, the per-task ring memory, and the tasks seen so far."""
+
+    def __init__(self, ctx: Context, hp, name: str) -> None:
+        super().__init__(ctx, hp)
+        self.net = self.build_net()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+        self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, name)
+        self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
+        self.observed_tasks: list[int] = []
+        self.old_task = -1
+        self.steps = self.checks = self.projections = 0
+
+    def remember(self, x: torch.Tensor, t: int, y: torch.Tensor) -> list[int]:
+        """Store the batch in task t's memory row (before the step, as the reference); return the past tasks."""
+        self.steps += 1
+        if t != self.old_task:
+            self.observed_tasks.append(t)
+            self.old_task = t
+        self.memory.add(x, y, t)
+        return self.observed_tasks[:-1]
+
+    def info(self) -> dict:
+        return {"patterns_per_experience": self.n_memories, "memory_filled_per_task": self.memory.filled(),
+                "steps": self.steps, "constraint_checks": self.checks, "projections": self.projections}
+
+
+class GEM(_PerTaskMemoryLearner):
     """Gradient Episodic Memory, exact QP projection as the reference `project2cone2`."""
 
     @dataclass(frozen=True)
@@ -90,16 +117,10 @@ class GEM(Learner):
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        super().__init__(ctx, hp)
         if hp.margin_mode not in MARGIN_MODES:
             raise ClreproError(f"gem margin_mode must be one of {MARGIN_MODES}, not {hp.margin_mode!r}")
-        self.net = self.build_net()
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
-        self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, "gem")
-        self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
-        self.observed_tasks: list[int] = []
-        self.old_task = -1
-        self.steps = self.checks = self.qp_calls = self.projections = 0
+        super().__init__(ctx, hp, "gem")
+        self.qp_calls = 0
         self.max_condition = 0.0
         self._grad_full = vmap(grad(_mean_ce), in_dims=(None, None, 0, 0))
         self._grad_masked = vmap(grad(_masked_mean_ce), in_dims=(None, None, 0, 0, 0))
@@ -115,12 +136,7 @@ class GEM(Learner):
         return torch.cat([grads[name].reshape(len(tasks), -1) for name, _ in self.net.named_parameters()], 1)
 
     def observe(self, x, t, y):
-        self.steps += 1
-        if t != self.old_task:
-            self.observed_tasks.append(t)
-            self.old_task = t
-        self.memory.add(x, y, t)
-        past = self.observed_tasks[:-1]
+        past = self.remember(x, t, y)
         G = self.past_task_grads(past) if past else None
         self.opt.zero_grad()
         F.cross_entropy(self.net(x), y).backward()
@@ -148,13 +164,12 @@ class GEM(Learner):
         return res.g_tilde
 
     def info(self) -> dict:
-        return {"patterns_per_experience": self.n_memories, "memory_filled_per_task": self.memory.filled(),
-                "steps": self.steps, "constraint_checks": self.checks, "qp_calls": self.qp_calls,
-                "projections": self.projections, "qp_failures": 0, "max_gram_condition": self.max_condition,
-                "margin_mode": self.hp.margin_mode, "qp_ridge": self.hp.qp_ridge}
+        return {**super().info(), "qp_calls": self.qp_calls, "qp_failures": 0,
+                "max_gram_condition": self.max_condition, "margin_mode": self.hp.margin_mode,
+                "qp_ridge": self.hp.qp_ridge}
 
 
-class AGEM(Learner):
+class AGEM(_PerTaskMemoryLearner):
     """Averaged GEM: one reference gradient from a sample of the past tasks' memory, closed-form projection."""
 
     @dataclass(frozen=True)
@@ -164,16 +179,9 @@ class AGEM(Learner):
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        super().__init__(ctx, hp)
         if hp.sample_size < 1:
             raise ClreproError(f"agem sample_size must be >= 1, not {hp.sample_size}")
-        self.net = self.build_net()
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
-        self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, "agem")
-        self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
-        self.observed_tasks: list[int] = []
-        self.old_task = -1
-        self.steps = self.checks = self.projections = 0
+        super().__init__(ctx, hp, "agem")
 
     def reference_sample(self, past: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """min(sample_size, available) written past-task items, uniformly without replacement (torch RNG)."""
@@ -183,12 +191,7 @@ class AGEM(Learner):
         return x.reshape(-1, x.size(-1))[pick], y.reshape(-1)[pick]
 
     def observe(self, x, t, y):
-        self.steps += 1
-        if t != self.old_task:
-            self.observed_tasks.append(t)
-            self.old_task = t
-        self.memory.add(x, y, t)
-        past = self.observed_tasks[:-1]
+        past = self.remember(x, t, y)
         params = list(self.net.parameters())
         g_ref = None
         if past:
@@ -207,6 +210,4 @@ class AGEM(Learner):
         self.opt.step()
 
     def info(self) -> dict:
-        return {"patterns_per_experience": self.n_memories, "memory_filled_per_task": self.memory.filled(),
-                "sample_size": self.hp.sample_size, "steps": self.steps, "constraint_checks": self.checks,
-                "projections": self.projections}
+        return {**super().info(), "sample_size": self.hp.sample_size}
