@@ -60,7 +60,7 @@ def test_record_is_self_describing(run_train):
     assert "commit" in rec["env"]["git"]
     assert len(rec["timing"]["per_task_train_s"]) == 3 and rec["timing"]["examples_per_s"] > 0
     assert set(rec["metrics"]["BWT"]) == {"paper", "code"}
-    assert "task 3/3 done" in proc.stderr and "ETA" in proc.stderr
+    assert "task 3/3:" in proc.stderr and "ETA" in proc.stderr
 
 
 def test_drop_last_test_example_quirk(run_train):
@@ -98,7 +98,7 @@ def test_killed_training_leaves_no_record(make_stream, mnist_dir, tmp_path):
                              str(stream.path), "--mnist", str(mnist_dir), "--out", str(out)],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
-    while line and "task 1/20 done" not in line:
+    while line and "task 1/20:" not in line:
         line = proc.stderr.readline()
     assert line, "training never reported progress"
     proc.send_signal(signal.SIGKILL)
