@@ -2,6 +2,7 @@
 
 One pool per class label (at most `num_pools`), at most Q clusters per pool, at most P samples per cluster
 (anchors-systems.md section 2.6). A new sample z of class y goes to pool y:
+  0. `opening="below_q"` only: fewer than Q clusters in the pool -> new cluster {z};
   1. pool empty, or exactly one cluster while Q > 1          -> new cluster {z};
   2. else nearest cluster c* (Euclidean distance to the cluster means, raw input space);
      if |c*| > 1                                               -> z joins c*;
@@ -11,6 +12,13 @@ One pool per class label (at most `num_pools`), at most Q clusters per pool, at 
      else                                                     -> z joins c*;
   4. a cluster that exceeds P evicts one member: the oldest ("fifo", default), the one furthest from the
      mean other than the newest ("furthest"), or a random one ("random").
+`opening` picks when clusters open. "singleton" (default) is the stored reimplementation's current
+rule (em_tools/clustering_mechs.py): step 0 is skipped, so a cluster opens only when the nearest one is a
+singleton; pools then keep far fewer than Q clusters and the store stays well below its bound, a FIFO of
+recent samples. "below_q" is that repository's first version (ta-clustering/clustering_gemini.py):
+open a cluster for every sample until the pool has Q, so the store fills to Q * P and keeps early modes.
+The paper text is not available here to say which one it describes.
+
 Cluster means are recomputed from their (at most P) members after every change, so they always equal
 the mean of the members exactly (no drift from running updates).
 
@@ -24,14 +32,18 @@ import torch
 from data_prep.errors import ClreproError
 
 EVICTIONS = ("fifo", "furthest", "random")
+OPENINGS = ("singleton", "below_q")
 
 
 class ClusteringMemory:
     def __init__(self, n_inputs: int, num_pools: int, clusters_per_pool: int, samples_per_cluster: int,
                  eviction: str = "fifo", device: torch.device | str = "cpu",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, opening: str = "singleton") -> None:
         if eviction not in EVICTIONS:
             raise ClreproError(f"unknown eviction {eviction!r}; use one of {', '.join(EVICTIONS)}")
+        if opening not in OPENINGS:
+            raise ClreproError(f"unknown cluster opening rule {opening!r}; use one of {', '.join(OPENINGS)}")
+        self.opening = opening
         if min(num_pools, clusters_per_pool, samples_per_cluster) < 1:
             raise ClreproError(f"clustering memory needs num_pools, Q and P >= 1 (got {num_pools}, "
                                f"{clusters_per_pool}, {samples_per_cluster}); raise the memory budget or set "
@@ -136,7 +148,7 @@ class ClusteringMemory:
         stamp = self.clock
         self.clock += 1
         k = self.n_clusters[p]
-        if k == 0 or (k == 1 and self.Q > 1):
+        if k == 0 or (k == 1 and self.Q > 1) or (self.opening == "below_q" and k < self.Q):
             self._new_cluster(p, z, stamp)
             return
         d = (self.means[p, :k] - z).norm(dim=1)

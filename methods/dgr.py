@@ -6,7 +6,9 @@ every step draws `replay_batch_size` inputs from the frozen generator, labels th
 solver's argmax (hard labels, as Shin et al. and kuc2477's code) and minimises
     r * CE(real batch) + (1 - r) * CE(replayed batch),
 r = `replay_ratio` (Shin's "importance of new task", 0.3 in kuc2477's code) or, when null, 1/(t+1)
-(van de Ven's 1/context). The generator trains, with its own Adam optimiser, on the same mix of real and
+(van de Ven's 1/context). `replay_targets="soft"` is van de Ven's "DGR+distill": the replayed batch is
+scored against the frozen solver's temperature-T softmax (cross-entropy at T, times T^2) instead of its
+argmax, which carries far more of the old solver per generated input. The generator trains, with its own Adam optimiser, on the same mix of real and
 replayed inputs with the same weights r and 1 - r (a plain concatenation would give the one real example
 of a batch-1 stream 1/33 of the weight), so it models every task seen so far; `generator_steps_per_batch` repeats its update per
 stream batch, because batch 1 x 1000 examples per task is very few VAE updates.
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from data_prep.errors import ClreproError
 
 from .base import Context, Learner
 from .model import mlp
@@ -80,8 +84,14 @@ class DGR(Learner):
         vae_hidden: int = 100                 # van de Ven: VAE as deep and wide as the classifier
         vae_lr: float = 1e-3                   # Adam
         generator_steps_per_batch: int = 1
+        replay_targets: str = "hard"           # hard (Shin: argmax) | soft (van de Ven's DGR+distill)
+        distill_temperature: float = 2.0       # T for soft targets (van de Ven)
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
+        if hp.replay_targets not in ("hard", "soft"):
+            raise ClreproError(f"dgr: unknown replay_targets {hp.replay_targets!r}; use hard or soft")
+        if hp.distill_temperature <= 0:
+            raise ClreproError(f"dgr: distill_temperature must be > 0 (got {hp.distill_temperature})")
         super().__init__(ctx, hp)
         self.net = self.build_net()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
@@ -108,8 +118,16 @@ class DGR(Learner):
 
     @torch.no_grad()
     def replay(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generated inputs and the frozen solver's logits on them."""
         x = self.prev_generator.sample(self.hp.replay_batch_size)
-        return x, self.prev_solver(x).argmax(1)
+        return x, self.prev_solver(x)
+
+    def replay_loss(self, logits: torch.Tensor, old_logits: torch.Tensor) -> torch.Tensor:
+        if self.hp.replay_targets == "hard":
+            return F.cross_entropy(logits, old_logits.argmax(1))
+        T = self.hp.distill_temperature
+        target = F.softmax(old_logits / T, dim=1)
+        return -(target * F.log_softmax(logits / T, dim=1)).sum(1).mean() * T * T
 
     def observe(self, x, t, y):
         if t != self.current_task:
@@ -121,8 +139,8 @@ class DGR(Learner):
         self.opt.zero_grad()
         loss = F.cross_entropy(self.net(x), y)
         if replaying:
-            xr, yr = self.replay()
-            loss = r * loss + (1 - r) * F.cross_entropy(self.net(xr), yr)
+            xr, old_logits = self.replay()
+            loss = r * loss + (1 - r) * self.replay_loss(self.net(xr), old_logits)
         loss.backward()
         self.opt.step()
         for step in range(self.hp.generator_steps_per_batch):

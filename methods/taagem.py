@@ -78,6 +78,7 @@ class TAAGEM(Learner):
         clusters_per_pool: int | None = None  # Q; None = memory // (P * num_pools)
         sampling_rate: int = 1                # samples written to memory per batch
         eviction: str = "fifo"                # fifo | furthest | random
+        cluster_opening: str = "singleton"    # singleton | below_q (methods/clustering_memory.py)
         lr_scheduler: bool = False            # TA scheduler; off: with batch 1 it reacts to one example's loss
         sched_patience: int = 5
         sched_decay: float = 0.9999
@@ -91,7 +92,7 @@ class TAAGEM(Learner):
         q = hp.clusters_per_pool if hp.clusters_per_pool is not None else \
             ctx.memory // (hp.samples_per_cluster * hp.num_pools)
         self.memory = ClusteringMemory(ctx.n_inputs, hp.num_pools, q, hp.samples_per_cluster, hp.eviction,
-                                       ctx.device)
+                                       ctx.device, opening=hp.cluster_opening)
         self.sched = TALRScheduler(self.opt, hp.sched_patience, hp.sched_decay, hp.sched_min_lr,
                                    hp.sched_jump) if hp.lr_scheduler else None
         self.params = list(self.net.parameters())
@@ -126,7 +127,8 @@ class TAAGEM(Learner):
         out = {"Q_clusters_per_pool": m.Q, "P_samples_per_cluster": m.P, "num_pools": m.n_pools,
                "pools_used": len(m.pool_of), "samples_stored": len(m), "samples_bound": m.bound,
                "samples_per_pool": m.pool_sizes(), "evicted": m.evicted, "dropped_no_pool": m.dropped,
-               "steps": self.n_steps, "projections": self.n_projected, "eviction": m.eviction}
+               "steps": self.n_steps, "projections": self.n_projected, "eviction": m.eviction,
+               "cluster_opening": m.opening, "clusters_per_pool_used": list(m.n_clusters)}
         if self.sched is not None:
             out.update(final_lr=self.sched.lr, lr_resets=self.sched.resets)
         return out

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from data_prep.errors import ClreproError
 from methods import registry
 from methods.base import Context
 from methods.dgr import VAE
@@ -70,10 +72,29 @@ def test_snapshots_are_frozen_copies(make_stream):
     for a, b in zip(snap_gen, learner.prev_generator.parameters()):
         assert torch.equal(a, b) and not b.requires_grad
     assert all(a.data_ptr() != b.data_ptr() for a, b in zip(learner.net.parameters(), learner.prev_solver.parameters()))
-    # replay labels are the frozen solver's hard argmax
+    # replay is scored against the frozen solver: its hard argmax by default
     torch.manual_seed(3)
-    xr, yr = learner.replay()
-    assert xr.shape == (8, 784) and torch.equal(yr, learner.prev_solver(xr).argmax(1))
+    xr, old_logits = learner.replay()
+    assert xr.shape == (8, 784) and torch.equal(old_logits, learner.prev_solver(xr))
+    logits = learner.net(xr)
+    torch.testing.assert_close(learner.replay_loss(logits, old_logits),
+                               F.cross_entropy(logits, old_logits.argmax(1)))
+
+
+def test_soft_replay_targets_are_temperature_distillation():
+    """DGR+distill: T^2 * CE(softmax(old/T), log_softmax(new/T)), smallest where new logits equal old."""
+    learner = registry.build("dgr", ctx(1), {"lr": 0.1, "replay_targets": "soft", "distill_temperature": 2.0})
+    old = torch.tensor([[2.0, 0.0, -1.0] + [0.0] * 7])
+    new = torch.tensor([[0.5, 0.5, 0.0] + [0.0] * 7])
+    p = torch.softmax(old / 2, 1)
+    expected = -(p * torch.log_softmax(new / 2, 1)).sum() * 4
+    torch.testing.assert_close(learner.replay_loss(new, old), expected)
+    # the loss is smallest when the live logits match the old ones (KL = 0), not at the argmax one-hot
+    shifted = old + torch.randn(1, 10) * 0.5
+    assert learner.replay_loss(old, old) < learner.replay_loss(shifted, old)
+    assert learner.replay_loss(old, old) < learner.replay_loss(old * 3, old)
+    with pytest.raises(ClreproError, match="replay_targets"):
+        registry.build("dgr", ctx(1), {"lr": 0.1, "replay_targets": "argmax"})
 
 
 @pytest.mark.parametrize("batch_size", [1, 10])

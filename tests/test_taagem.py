@@ -174,3 +174,24 @@ def test_ta_scheduler_decays_floors_and_resets():
     for _ in range(6):
         sched.step(3.0)                      # > best + 1 for more than 5 steps -> reset to lr0
     assert sched.lr == 0.1 and sched.best == 3.0 and sched.resets == 1
+
+
+def test_below_q_opening_fills_every_pool_to_q_clusters():
+    """Tiny synthetic 1-d data: with "below_q" each of a class's first Q samples opens a cluster (the
+    reimplementation's first version); with "singleton" close samples end up sharing one and evicting."""
+    pts = [0.0, 0.1, 5.0, 0.05, 0.02]
+    filled = ClusteringMemory(1, num_pools=1, clusters_per_pool=4, samples_per_cluster=3, opening="below_q")
+    lazy = ClusteringMemory(1, num_pools=1, clusters_per_pool=4, samples_per_cluster=3)
+    for v in pts:
+        filled.add(torch.tensor([v]), 0)
+        lazy.add(torch.tensor([v]), 0)
+    # singleton: 5.0 is far from {0.1}, so 0.1 moves into {0.0}; 0.05 and 0.02 then join that cluster,
+    # which overflows P=3 and evicts 0.0
+    assert lazy.n_clusters == [2] and len(lazy) == 4 and lazy.evicted == 1
+    assert sorted(lazy.members(0, 0).flatten().tolist()) == pytest.approx([0.02, 0.05, 0.1])
+    # below_q: four singletons, then 0.02 joins its nearest, {0.0}; nothing is evicted
+    assert filled.n_clusters == [4] and len(filled) == 5 and filled.evicted == 0
+    assert sorted(filled.members(0, 0).flatten().tolist()) == pytest.approx([0.0, 0.02])
+    assert_means_exact(filled)
+    with pytest.raises(ClreproError, match="opening"):
+        ClusteringMemory(1, num_pools=1, clusters_per_pool=4, samples_per_cluster=3, opening="eager")
