@@ -101,7 +101,7 @@ class DGR(Learner):
         self.prev_generator: VAE | None = None
         self.current_task = 0
         self.tasks_seen = 1
-        self.gen_losses: list[float] = []      # last generator loss per stream batch (for tests / info)
+        self.gen_losses: list[torch.Tensor] = []  # last generator loss per batch, on device (no host sync)
 
     def snapshot(self) -> None:
         """Freeze the current scholar as the replay source for the tasks to come."""
@@ -153,7 +153,7 @@ class DGR(Learner):
                 gen_loss, _ = self.generator.loss(x)
             gen_loss.backward()
             self.gen_opt.step()
-        self.gen_losses.append(gen_loss.item())
+        self.gen_losses.append(gen_loss.detach())
 
     def info(self) -> dict:
         g = n_params(self.generator)
@@ -162,4 +162,4 @@ class DGR(Learner):
                 "stored_params_total": 2 * (g + s),   # live + frozen generator and solver
                 "stored_bytes_total": 4 * 2 * (g + s), "tasks_seen": self.tasks_seen,
                 "replay_ratio": "1/(t+1)" if self.hp.replay_ratio is None else self.hp.replay_ratio,
-                "final_generator_loss": self.gen_losses[-1] if self.gen_losses else None}
+                "final_generator_loss": float(self.gen_losses[-1]) if self.gen_losses else None}

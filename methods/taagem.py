@@ -98,11 +98,11 @@ class TAAGEM(Learner):
         self.params = list(self.net.parameters())
         self.n_steps = self.n_projected = 0
 
-    def _grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _grad(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.opt.zero_grad()
         loss = F.cross_entropy(self.net(x), y)
         loss.backward()
-        return flat_grad(self.params), loss.item()
+        return flat_grad(self.params), loss.detach()
 
     def observe(self, x, t, y):  # noqa: ARG002 - task agnostic: t is never used
         self.n_steps += 1
@@ -117,7 +117,7 @@ class TAAGEM(Learner):
             _, loss = self._grad(x, y)
         self.opt.step()
         if self.sched is not None:
-            self.sched.step(loss)
+            self.sched.step(float(loss))   # the scheduler's only host sync
         pick = torch.randperm(len(y))[: self.hp.sampling_rate]
         for i in pick.tolist():
             self.memory.add(x[i], int(y[i]))
