@@ -2,20 +2,22 @@
 
 A scholar = solver (the reference MLP, plain SGD at `lr` like every other method) + generator (a VAE over
 the 784 inputs). At each task switch both are snapshotted as frozen copies. While training task t > 0,
-every step draws `replay_batch_size` inputs from the frozen generator, labels them with the frozen
-solver's argmax (hard labels, as Shin et al. and kuc2477's code) and minimises
-    r * CE(real batch) + (1 - r) * CE(replayed batch),
+every step draws `replay_batch_size` inputs from the frozen generator and minimises
+    r * CE(real batch) + (1 - r) * L_replay(replayed batch),
 r = `replay_ratio` (Shin's "importance of new task", 0.3 in kuc2477's code) or, when null, 1/(t+1)
-(van de Ven's 1/context). `replay_targets="soft"` is van de Ven's "DGR+distill": the replayed batch is
-scored against the frozen solver's temperature-T softmax (cross-entropy at T, times T^2) instead of its
-argmax, which carries far more of the old solver per generated input. The generator trains, with its own Adam optimiser, on the same mix of real and
-replayed inputs with the same weights r and 1 - r (a plain concatenation would give the one real example
-of a batch-1 stream 1/33 of the weight), so it models every task seen so far; `generator_steps_per_batch` repeats its update per
+(van de Ven's 1/context). L_replay scores the live solver against the frozen one: `replay_targets`
+"hard" is CE to its argmax (Shin et al., kuc2477); "soft" is van de Ven's "DGR+distill", CE to its
+temperature-T softmax times T^2, which carries far more of the old solver per blurry generated input.
+
+The generator trains, with its own Adam optimiser, on the same mix of real and replayed inputs with the
+same weights r and 1 - r (a plain concatenation would give the one real example of a batch-1 stream 1/33
+of the weight), so it models every task seen so far; `generator_steps_per_batch` repeats its update per
 stream batch, because batch 1 x 1000 examples per task is very few VAE updates.
 
 Deviations (docs/dgr_taagem.md): VAE instead of Shin's WGAN-GP (a GAN does not train from a batch-1 stream
 in 1000 steps; van de Ven and Avalanche also use an MLP VAE); the replayed input is the decoder's Bernoulli
-mean, not a binary sample; the solver's replay batch is reused for the first generator step (fresh draws for any further steps).
+mean, not a binary sample; the solver's replay batch is reused for the first generator step (fresh draws
+for any further steps).
 """
 from __future__ import annotations
 
