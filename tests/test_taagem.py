@@ -25,10 +25,11 @@ def assert_means_exact(mem: ClusteringMemory):
             torch.testing.assert_close(mem.means[p, c], mem.members(p, c).mean(0), rtol=0, atol=1e-6)
 
 
-def test_memory_bounds_classes_and_means_on_real_stream(make_stream):
+@pytest.mark.parametrize("opening", ["singleton", "below_q"])
+def test_memory_bounds_classes_and_means_on_real_stream(make_stream, opening):
     """3 rotation tasks x 800 real images through a Q=4, P=3 memory: checked after every insertion."""
     stream = make_stream("rotations", n_tasks=3)
-    mem = ClusteringMemory(784, num_pools=10, clusters_per_pool=4, samples_per_cluster=3)
+    mem = ClusteringMemory(784, num_pools=10, clusters_per_pool=4, samples_per_cluster=3, opening=opening)
     seen = set()
     for t in range(3):
         x, y = real_inputs(stream, t, 800, seed=t)
