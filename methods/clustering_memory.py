@@ -43,12 +43,12 @@ class ClusteringMemory:
             raise ClreproError(f"unknown eviction {eviction!r}; use one of {', '.join(EVICTIONS)}")
         if opening not in OPENINGS:
             raise ClreproError(f"unknown cluster opening rule {opening!r}; use one of {', '.join(OPENINGS)}")
-        self.opening = opening
         if min(num_pools, clusters_per_pool, samples_per_cluster) < 1:
             raise ClreproError(f"clustering memory needs num_pools, Q and P >= 1 (got {num_pools}, "
                                f"{clusters_per_pool}, {samples_per_cluster}); raise the memory budget or set "
                                f"clusters_per_pool")
         self.n_pools, self.Q, self.P, self.eviction = num_pools, clusters_per_pool, samples_per_cluster, eviction
+        self.opening = opening
         self.device = torch.device(device)
         self.gen = generator
         shape = (num_pools, clusters_per_pool, samples_per_cluster)

@@ -33,6 +33,8 @@ from data_prep.errors import ClreproError
 from .base import Context, Learner
 from .model import mlp
 
+REPLAY_TARGETS = ("hard", "soft")
+
 
 class VAE(nn.Module):
     """MLP VAE with Bernoulli likelihood: encoder 784-h-h-(mu, logvar), decoder z-h-h-784 with sigmoid."""
@@ -90,8 +92,9 @@ class DGR(Learner):
         distill_temperature: float = 2.0       # T for soft targets (van de Ven)
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        if hp.replay_targets not in ("hard", "soft"):
-            raise ClreproError(f"dgr: unknown replay_targets {hp.replay_targets!r}; use hard or soft")
+        if hp.replay_targets not in REPLAY_TARGETS:
+            raise ClreproError(f"dgr: unknown replay_targets {hp.replay_targets!r}; "
+                               f"use one of {', '.join(REPLAY_TARGETS)}")
         if hp.distill_temperature <= 0:
             raise ClreproError(f"dgr: distill_temperature must be > 0 (got {hp.distill_temperature})")
         super().__init__(ctx, hp)

@@ -11,9 +11,9 @@ If every slot is taken it polls until one frees, so even a run without `--resour
 more than K jobs on one GPU (the surplus jobs wait).
 
 GPU ids: `--gpus auto` counts them without importing torch: the ids in an inherited CUDA_VISIBLE_DEVICES
-(a scheduler such as SLURM already chose them), else none inside a SLURM job, else `nvidia-smi -L`.
-With an integer N and an inherited CUDA_VISIBLE_DEVICES the slots map onto its first N entries. With no GPU (N = 0) the command runs
-on CPU, with CUDA_VISIBLE_DEVICES="" so that `device: auto` cannot pick a GPU by accident.
+(a scheduler such as SLURM already chose them), else none inside a SLURM job, else `nvidia-smi -L`. With an
+integer N and an inherited CUDA_VISIBLE_DEVICES the slots map onto its first N entries. With no GPU (N = 0)
+the command runs on CPU, with CUDA_VISIBLE_DEVICES="" so that `device: auto` cannot pick a GPU by accident.
 
 The child sees CLREPRO_GPU_SLOT (e.g. `gpu1-0`, or `cpu`), which the run record stores next to
 CUDA_VISIBLE_DEVICES. `--print-resources` prints the matching Snakemake resource (`gpu=N*K`) and exits.
