@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from data_prep.atomic import atomic_path
+from data_prep.errors import one_line_errors
 
 from .records import eval_long, load, matrix_long, stored_mismatches, tidy
 
@@ -20,6 +21,7 @@ def write_csv(frame, path: str) -> None:
         frame.to_csv(tmp, index=False, float_format="%.10g")
 
 
+@one_line_errors
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m analysis.aggregate")
     p.add_argument("--out", required=True)
@@ -41,4 +43,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

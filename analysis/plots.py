@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 import matplotlib
 
@@ -25,7 +26,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from data_prep.atomic import atomic_path  # noqa: E402
-from data_prep.errors import ClreproError  # noqa: E402
+from data_prep.errors import ClreproError, one_line_errors  # noqa: E402
 
 from .records import NO_CONVENTION  # noqa: E402
 
@@ -166,6 +167,7 @@ def memory(summary: pd.DataFrame):
     return fig
 
 
+@one_line_errors
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m analysis.plots")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -190,4 +192,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

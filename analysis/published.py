@@ -15,8 +15,11 @@ corrected: a flag says "not the published number", not "wrong".
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pandas as pd
+
+from data_prep.errors import one_line_errors
 
 from .records import NO_CONVENTION
 from .tables import to_latex, write_csv, write_text
@@ -98,6 +101,7 @@ def caption(comparison: pd.DataFrame, abs_tol: float) -> str:
             f"{FLAG_MARK} = |diff| exceeds our seed std (one seed: exceeds {abs_tol:g}).")
 
 
+@one_line_errors
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m analysis.published")
     p.add_argument("--summary", required=True)
@@ -120,4 +124,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,6 +14,10 @@ from .metrics import accuracy_matrix, all_metrics
 KEYS = ("dataset", "method", "memory", "seed")
 # ACC and LA do not depend on the denominator convention; their rows carry this marker instead of a name.
 NO_CONVENTION = "-"
+FULL_SIZE = "-"  # the `reduced` column of a run made at its protocol's sizes
+
+
+RERUN = "delete it and run ./clrepro reproduce, which retrains exactly that run"
 
 
 def load(path: str | Path) -> dict:
@@ -21,29 +25,45 @@ def load(path: str | Path) -> dict:
     path = Path(path)
     try:
         rec = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ClreproError(f"cannot read run record {path}: {err}; delete it and rerun that run") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ClreproError(f"cannot read run record {path} ({err}); {RERUN}") from None
     check(rec, str(path))
     return rec
 
 
 def check(rec: dict, where: str = "run record") -> None:
     """A corrupt or hand-edited record would silently shift every table, so refuse it."""
-    R, b = np.asarray(rec["R"], dtype=float), np.asarray(rec["b"], dtype=float)
-    T = rec["spec"]["n_tasks"]
-    if R.shape != (T, T) or b.shape != (T,):
-        raise ClreproError(f"{where}: R is {R.shape} and b {b.shape}, expected ({T}, {T}) and ({T},) for "
-                           f"n_tasks={T}; delete it and rerun that run")
-    log = rec["eval_log"]
-    b_log, R_log = accuracy_matrix(log["task"], log["acc"])
+    try:
+        R, b = np.asarray(rec["R"], dtype=float), np.asarray(rec["b"], dtype=float)
+        T = rec["spec"]["n_tasks"]
+        _key(rec)
+        log = rec["eval_log"]
+        if R.shape != (T, T) or b.shape != (T,):
+            raise ClreproError(f"{where}: R is {R.shape} and b {b.shape}, expected ({T}, {T}) and ({T},) for "
+                               f"n_tasks={T}; {RERUN}")
+        b_log, R_log = accuracy_matrix(log["task"], log["acc"])
+    except ClreproError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ClreproError(f"{where} is malformed ({type(err).__name__}: {err}); {RERUN}") from None
     if not (np.array_equal(R_log, R) and np.array_equal(b_log, b)):
-        raise ClreproError(f"{where}: R/b differ from the matrix rebuilt from its eval_log; delete it and rerun that run")
+        raise ClreproError(f"{where}: R/b differ from the matrix rebuilt from its eval_log; {RERUN}")
+
+
+# The sizes a run was made at travel with every row, so no table can pass a reduced run off as a full one.
+SIZES = ("n_tasks", "samples_per_task", "test_examples_per_task", "log_every", "batch_size")
+
+
+def reduced_label(spec: dict) -> str:
+    """FULL_SIZE for a run at its protocol's sizes, else e.g. 'samples_per_task=100 (protocol 1000); ...'."""
+    changed = spec.get("reduced", {})
+    return "; ".join(f"{k}={spec[k]} (protocol {v})" for k, v in sorted(changed.items())) or FULL_SIZE
 
 
 def _key(rec: dict) -> dict:
     spec = rec["spec"]
-    return {k: spec[k] for k in KEYS} | {"protocol": spec["protocol"], "n_tasks": spec["n_tasks"],
-                                        "samples_per_task": spec["samples_per_task"]}
+    return ({k: spec[k] for k in KEYS} | {"protocol": spec["protocol"]} | {k: spec[k] for k in SIZES}
+            | {"reduced": reduced_label(spec)})
 
 
 def tidy(records: list[dict]) -> pd.DataFrame:

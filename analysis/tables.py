@@ -11,21 +11,23 @@ by T-1; `code`: divided by T, as GEM/MER's metrics.py); each table names its con
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pandas as pd
 
 from data_prep.atomic import atomic_path
+from data_prep.errors import one_line_errors
 
 from .metrics import CONVENTIONS
-from .records import NO_CONVENTION
+from .records import FULL_SIZE, NO_CONVENTION, SIZES
 
 TABLE_METRICS = ("ACC", "BWT", "FWT", "LA")
-GROUP = ["dataset", "method", "memory", "protocol", "n_tasks", "samples_per_task", "metric", "convention"]
+GROUP = ["dataset", "method", "memory", "protocol", *SIZES, "reduced", "metric", "convention"]
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1; NaN for one seed) and the number of seeds per cell, in first-seen order."""
-    grouped = runs.groupby(GROUP, sort=False)["value"]
+    grouped = runs.groupby(GROUP, sort=False, dropna=False)["value"]
     out = grouped.agg(mean="mean", std="std", n_seeds="count").reset_index()
     out["seeds"] = grouped.apply(lambda v: " ".join(str(s) for s in sorted(runs.loc[v.index, "seed"]))).values
     return out
@@ -67,11 +69,24 @@ def main_table(summary: pd.DataFrame, convention: str, metrics=TABLE_METRICS, di
     return out.fillna("")
 
 
+def sizes_note(summary: pd.DataFrame) -> str:
+    """The sizes every dataset's runs were made at, and what was reduced from the protocol (never hidden)."""
+    parts = []
+    cols = ["dataset", "protocol", *SIZES, "reduced"]
+    for r in summary[cols].drop_duplicates().itertuples(index=False):
+        text = (f"{r.dataset}: protocol {r.protocol}, {r.n_tasks} tasks x {r.samples_per_task} examples, "
+                f"{r.test_examples_per_task} test images per task, batch {r.batch_size}, evaluation every "
+                f"{r.log_every} batches")
+        if isinstance(r.reduced, str) and r.reduced != FULL_SIZE:
+            text += f", REDUCED from the protocol: {r.reduced}"
+        parts.append(text)
+    return "Sizes: " + "; ".join(parts) + "."
+
+
 def caption(convention: str, summary: pd.DataFrame) -> str:
-    proto = ", ".join(sorted(set(summary["protocol"].astype(str))))
     return (f"Final metrics. Convention `{convention}`: BWT and FWT {CONVENTIONS[convention]}; ACC and LA "
             f"do not depend on it. Cells: mean ± sample std over seeds (one seed: mean only); n: number of seeds. "
-            f"Memory: total episodic memory in examples (0: no memory). Protocol: {proto}.")
+            f"Memory: total episodic memory in examples (0: no memory). {sizes_note(summary)}")
 
 
 def flat(table: pd.DataFrame) -> pd.DataFrame:
@@ -113,6 +128,7 @@ def write_table(table: pd.DataFrame, title: str, label: str, convention: str, md
     write_csv(flat_table, csv)
 
 
+@one_line_errors
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m analysis.tables")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -140,4 +156,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

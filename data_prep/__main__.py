@@ -5,9 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ClreproError
+from .errors import one_line_errors
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -30,27 +31,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mnist", required=True)
     p.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    try:
-        if args.cmd == "mnist":
-            from . import mnist
-            arrays, source = mnist.acquire(args.source_dir, Path(args.cache), not args.no_download)
-            mnist.check_shapes(arrays)
-            print(f"[mnist] verified MD5 of all four files from {source}")
-            print(f"[mnist] wrote {mnist.write(arrays, Path(args.out))}")
-        elif args.cmd == "stream":
-            from .streams import StreamDef, verify_manifest, write_stream
-            mnist_manifest = Path(args.mnist) / "manifest.json"
-            verify_manifest(mnist_manifest)
-            sdef = StreamDef(args.kind, args.n_tasks, args.min_deg, args.max_deg)
-            print(f"[stream] wrote {write_stream(Path(args.out), args.dataset, sdef, args.stream_seed, mnist_manifest)}")
-        else:
-            from .export_reference import export
-            from .streams import TaskStream
-            export(TaskStream.load(Path(args.stream), Path(args.mnist)), Path(args.out))
-            print(f"[export] wrote {args.out}")
-    except ClreproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.cmd == "mnist":
+        from . import mnist
+        arrays, source = mnist.acquire(args.source_dir, Path(args.cache), not args.no_download)
+        mnist.check_shapes(arrays)
+        print(f"[mnist] verified MD5 of all four files from {source}")
+        print(f"[mnist] wrote {mnist.write(arrays, Path(args.out))}")
+    elif args.cmd == "stream":
+        from .streams import StreamDef, verify_manifest, write_stream
+        mnist_manifest = Path(args.mnist) / "manifest.json"
+        verify_manifest(mnist_manifest)
+        sdef = StreamDef(args.kind, args.n_tasks, args.min_deg, args.max_deg)
+        print(f"[stream] wrote {write_stream(Path(args.out), args.dataset, sdef, args.stream_seed, mnist_manifest)}")
+    else:
+        from .export_reference import export
+        from .streams import TaskStream
+        export(TaskStream.load(Path(args.stream), Path(args.mnist)), Path(args.out))
+        print(f"[export] wrote {args.out}")
     return 0
 
 

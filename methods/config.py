@@ -5,6 +5,9 @@ Torch-free on purpose: the Snakefile imports it at parse time to build the grid.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -45,13 +48,75 @@ def validate(instance: dict, schema_path: Path, what: str) -> dict:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A YAML mapping; a missing file or a syntax error is one line naming the file (and line)."""
     path = Path(path)
-    if not path.exists():
-        raise ClreproError(f"{path} not found; pass an existing file")
+    if not path.is_file():
+        raise ClreproError(f"config file {path} not found; pass an existing file (e.g. config/config.yaml)")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ClreproError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ClreproError(f"{where}: invalid YAML ({problem}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ClreproError(f"{path} must be a YAML mapping of config keys, not a {type(data).__name__}")
+    return data
+
+
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def _find(reference: str, relative_to: Path) -> Path:
+    """A `base:` path: absolute, or relative to the file that names it."""
+    path = Path(reference)
+    return path if path.is_absolute() else relative_to / path
+
+
+def load_layered(path: str | Path, _chain: tuple = ()) -> dict:
+    """One config file, complete on its own unless it says `base: FILE`.
+
+    With `base:`, every top-level key the file sets replaces the base's value whole (so `overrides: {}`
+    really clears the base's overrides); keys it does not set come from the base. Layering is therefore
+    always on purpose and visible in the file; nothing is merged in behind the user's back.
+    """
+    path = Path(path)
+    if path.resolve() in _chain:
+        raise ClreproError(f"{path}: `base:` chain loops back to itself; remove the cycle")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ClreproError(f"{path}: `base:` must be the path of another config file, not {base!r}")
+    return {**load_layered(_find(base, path.parent), _chain + (path.resolve(),)), **data}
+
+
+def merge_cli(config: dict, cli: dict) -> dict:
+    """`--config key=value` on top: nested keys merge (as Snakemake does), everything else replaces."""
+    out = copy.deepcopy(config)
+    for key, value in cli.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_cli(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def workflow_config(configfiles: list, cli: dict | None = None, root: Path = ROOT) -> dict:
+    """The config a Snakemake invocation asked for, exactly.
+
+    No `--configfile`: the default grid. One or more: those files only, later ones replacing earlier ones'
+    top-level keys; the default grid is NOT layered underneath (Snakemake's own merge would silently carry
+    its reduced sizes into every other grid). `--config key=value` applies last.
+    """
+    files = [Path(f) for f in configfiles] or [root / DEFAULT_CONFIG]
+    config: dict = {}
+    for f in files:
+        config.update(load_layered(f))
+    return merge_cli(config, cli or {})
 
 
 def prepare(config: dict) -> dict:
@@ -73,8 +138,38 @@ def prepare(config: dict) -> dict:
     return config
 
 
+def visible_gpus(env=os.environ) -> int:
+    """GPUs this machine would give a job (tools/gpu_slot's count: CUDA_VISIBLE_DEVICES, else nvidia-smi)."""
+    from tools.gpu_slot import gpu_ids
+
+    return len(gpu_ids("auto", dict(env)))
+
+
+def resolve_device(config: dict, *, local: bool, gpus: int | None = None) -> str:
+    """The device type the runs will use, fixed before anything runs: `cpu` or `cuda`.
+
+    Resolving `auto` here makes `auto` and `cpu` the same runs on a CPU machine, and lets `device: cuda`
+    without a GPU fail once, at parse time, instead of in every job. On a cluster (local=False) this
+    machine cannot see the compute nodes' GPUs, so the device must be named.
+    """
+    request = config["device"]
+    if not local:
+        if request == "auto":
+            raise ClreproError("device: auto cannot be resolved for a cluster run (this machine does not see the "
+                               "compute nodes); set device: cuda or device: cpu in the config")
+        return request
+    n = visible_gpus() if gpus is None else gpus
+    if request == "cuda" and n == 0:
+        raise ClreproError("device: cuda was asked for but this machine has no visible GPU (nvidia-smi lists "
+                           "none, or CUDA_VISIBLE_DEVICES is empty); set device: auto or device: cpu")
+    if request == "auto":
+        return "cuda" if n > 0 else "cpu"
+    return request
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    config = load_yaml(path)
+    """A config file (with its `base:` chain), validated, as `python -m methods.train --config` reads it."""
+    config = load_layered(path)
     config.update(overrides or {})
     return prepare(config)
 
@@ -134,17 +229,89 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
     if samples is None:
         raise ClreproError(f"protocol {protocol['name']} has no samples_per_task for {dataset}; add it or an override")
     compat = {**protocol.get("compat", {}), **config["compat"]}
-    return {
-        "dataset": dataset, "method": method, "memory": memory, "seed": seed,
-        "stream_seed": config["stream_seed"], "n_tasks": stream["n_tasks"],
-        "protocol": protocol["name"],
+    sizes = {
         "batch_size": overrides.get("batch_size", protocol["batch_size"]),
         "log_every": overrides.get("log_every", protocol["log_every"]),
         "samples_per_task": samples,
         "test_examples_per_task": overrides.get("test_examples_per_task", {}).get(
             dataset, protocol["test_examples_per_task"]),
+    }
+    protocol_sizes = {"batch_size": protocol["batch_size"], "log_every": protocol["log_every"],
+                      "samples_per_task": protocol["samples_per_task"].get(dataset),
+                      "test_examples_per_task": protocol["test_examples_per_task"]}
+    return {
+        "dataset": dataset, "method": method, "memory": memory, "seed": seed,
+        "stream_seed": config["stream_seed"], "n_tasks": stream["n_tasks"],
+        "stream_def": {"kind": stream["kind"], "n_tasks": stream["n_tasks"],
+                       "min_deg": float(stream.get("min_deg", 0)), "max_deg": float(stream.get("max_deg", 180))},
+        "protocol": protocol["name"],
+        **sizes,
+        # the sizes this run changed from its protocol's (name -> protocol value); empty = full protocol size
+        "reduced": {k: v for k, v in protocol_sizes.items() if sizes[k] != v},
         "model": dict(protocol["model"]),
         "hparams": hparams,
         "compat": {"eval_drop_last_test_example": False, **compat},
-        "device": config["device"],
+        "device": config.get("_device", config["device"]),
     }
+
+
+def spec_key(spec: dict) -> str:
+    """Content key of a run: the first 12 hex digits of the sha256 of its canonical spec.
+
+    The spec holds exactly what determines the results, so a changed spec writes a new record beside the
+    old one and going back finds the old one again.
+    """
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+RECORD = "results/runs/{protocol}/{dataset}/{method}/mem{memory}/seed{seed}/{key}.json"
+
+
+def record_path(spec: dict) -> str:
+    return RECORD.format(key=spec_key(spec), **spec)
+
+
+def configfiles_in(args: list[str]) -> list[str]:
+    """The files a Snakemake command line passes with --configfile/--configfiles (nargs='+', as Snakemake)."""
+    files, taking = [], False
+    for arg in args:
+        if arg in ("--configfile", "--configfiles"):
+            taking = True
+        elif arg.startswith(("--configfile=", "--configfiles=")):
+            files.append(arg.split("=", 1)[1])
+            taking = False
+        elif arg.startswith("-"):
+            taking = False
+        elif taking:
+            files.append(arg)
+    return files
+
+
+def check_configfiles(args: list[str]) -> None:
+    """What Snakemake reads before our Snakefile runs, checked first so its errors are one line too."""
+    for name in configfiles_in(args):
+        if not Path(name).exists() and not Path(name).suffix:
+            raise ClreproError(f"config file {name} not found; if {name!r} is a target, put it before "
+                               f"--configfile, which takes every following word as a config file")
+        load_layered(name)
+
+
+def main(argv=None) -> int:
+    """`python -m methods.config check-args SNAKEMAKE_ARGS...` (what ./clrepro runs before Snakemake)."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "check-args":
+        print("usage: python -m methods.config check-args [snakemake args]", file=sys.stderr)
+        return 2
+    try:
+        check_configfiles(args[1:])
+    except ClreproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -38,6 +38,18 @@ def load_spec(args) -> dict:
     return resolve_run(load_config(args.config), args.dataset, args.method, args.memory, args.seed)
 
 
+def check_stream(manifest: dict, spec: dict, where: str) -> None:
+    """The stream on disk must be the one the spec names (its key covers the stream definition)."""
+    want = spec.get("stream_def", {"kind": manifest["transform"], "n_tasks": spec["n_tasks"],
+                                   "min_deg": manifest["min_deg"], "max_deg": manifest["max_deg"]})
+    have = {"kind": manifest["transform"], "n_tasks": manifest["n_tasks"], "min_deg": float(manifest["min_deg"]),
+            "max_deg": float(manifest["max_deg"])}
+    if have != {k: (float(v) if k.endswith("_deg") else v) for k, v in want.items()} \
+            or manifest["stream_seed"] != spec["stream_seed"]:
+        raise ClreproError(f"stream {where} ({have}, stream_seed {manifest['stream_seed']}) is not the one the "
+                           f"run asks for ({want}, stream_seed {spec['stream_seed']}); rebuild it with snakemake")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     try:
@@ -53,9 +65,7 @@ def main(argv=None) -> int:
         device = devices.resolve(spec["device"])
         devices.make_deterministic(device, args.threads)
         stream = TaskStream.load(Path(args.stream), Path(args.mnist))
-        if stream.n_tasks != spec["n_tasks"]:
-            raise ClreproError(f"stream {args.stream} has {stream.n_tasks} tasks but the spec expects "
-                               f"{spec['n_tasks']}; rebuild the stream")
+        check_stream(stream.manifest, spec, args.stream)
         registry.get(spec["method"])  # unknown names fail before any work
         protocol.seed_everything(spec["seed"])
         schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"])

@@ -7,7 +7,7 @@ CONVENTIONS = ["paper", "code"]
 TABLE_FORMATS = ["md", "tex", "csv"]
 PLOT_FORMATS = ["png", "pdf"]
 # The analysis sources each rule runs (inputs, so that editing them reruns exactly the affected jobs).
-CODE = {m: f"analysis/{m}.py" for m in ("aggregate", "records", "metrics", "tables", "published", "plots")}
+CODE = {m: f"analysis/{m}.py" for m in ("check", "aggregate", "records", "metrics", "tables", "published", "plots")}
 
 ANALYSIS_TARGETS = (
     expand("results/tables/main_{convention}.{ext}", convention=CONVENTIONS, ext=TABLE_FORMATS)
@@ -18,8 +18,25 @@ ANALYSIS_TARGETS = (
 )
 
 
+# Analysis steps either complete or change nothing: every record is checked by its own job first, whose only
+# output is an internal manifest, so a malformed record stops the analysis before any table is touched.
+rule check_records:
+    input:
+        records=run_records(),
+        code=[CODE["check"], CODE["records"], CODE["metrics"]],
+    output:
+        "results/checked/records.json",
+    log:
+        "logs/analysis/check_records.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "python -m analysis.check --out {output} {input.records} > {log} 2>&1"
+
+
 rule aggregate:
     input:
+        checked="results/checked/records.json",
         records=run_records(),
         code=[CODE["aggregate"], CODE["records"], CODE["metrics"]],
     output:

@@ -1,7 +1,9 @@
 # Shared helpers: the validated config, the grid and the paths. Imported at parse time, torch-free.
 import json
+from pathlib import Path
 import os
 import sys
+import time
 
 sys.path.insert(0, workflow.basedir)
 envvars:
@@ -11,31 +13,58 @@ envvars:
 # Rules call `python`: make it the interpreter running Snakemake (the environment), however it was started.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
-from methods.config import grid, prepare, resolve_run  # noqa: E402
+from data_prep.errors import ClreproError  # noqa: E402
+from methods.config import RECORD, grid, prepare, record_path, resolve_device, resolve_run, workflow_config  # noqa: E402
 from methods.registry import METHODS  # noqa: E402
+from tools.job_errors import failed_summary, report_failure, sizes_line  # noqa: E402
 
-prepare(config)  # validates against config/schema.yaml (fills defaults) and loads the protocol
-GRID = grid(config)
+
+def fail(exc):
+    """A parse-time problem is one line on stderr and exit 1, before any job starts (no traceback)."""
+    sys.stdout.flush()
+    os.write(2, f"error: {exc}\n".encode())  # straight to fd 2: Snakemake wraps sys.stderr in its logger
+    os._exit(1)  # SystemExit would be caught and re-printed by Snakemake with its own context lines
+
+
+try:
+    # Exactly the config that was asked for: the --configfile files (or config/config.yaml), then --config.
+    _asked = workflow_config(workflow.config_settings.configfiles, workflow.config_settings.config, Path(workflow.basedir))
+    config.clear()
+    config.update(_asked)
+    prepare(config)  # validates against config/schema.yaml (fills defaults) and loads the protocol
+    config["_device"] = resolve_device(config, local=workflow.local_exec)
+    GRID = grid(config)
+    for _cell in GRID:
+        _cell["spec"] = resolve_run(config, _cell["dataset"], _cell["method"], _cell["memory"], _cell["seed"])
+        _cell["record"] = record_path(_cell["spec"])
+except ClreproError as _exc:
+    fail(_exc)
+RECORDS = {c["record"]: c["spec"] for c in GRID}
 
 
 wildcard_constraints:
+    protocol=r"[A-Za-z0-9_.-]+",
     dataset="|".join(sorted(config["streams"])),
     method="|".join(METHODS),
     memory=r"\d+",
     seed=r"\d+",
+    key=r"[0-9a-f]{12}",
 
 
-RUN = "{dataset}/{method}/mem{memory}/seed{seed}"  # one grid cell; results/runs/<RUN>.json
+RUN = RECORD.removeprefix("results/runs/").removesuffix(".json")  # one grid cell and its spec key
 
 
 def run_records():
-    return [f"results/runs/{c['dataset']}/{c['method']}/mem{c['memory']}/seed{c['seed']}.json" for c in GRID]
+    return list(RECORDS)
 
 
 def run_spec(wildcards):
-    """The resolved run spec (a param, so a changed hyper-parameter reruns exactly the affected jobs)."""
-    spec = resolve_run(config, wildcards.dataset, wildcards.method, int(wildcards.memory), int(wildcards.seed))
-    return json.dumps(spec, sort_keys=True)
+    """The resolved run spec whose key names this record (a record of another config is not retrained)."""
+    path = RECORD.format(**wildcards)
+    if path not in RECORDS:
+        fail(ClreproError(f"{path} is not a run of the current config (its spec key differs); "
+                          f"pass the config that made it with --configfile"))
+    return json.dumps(RECORDS[path], sort_keys=True)
 
 
 def stream_args(wildcards):
@@ -45,5 +74,26 @@ def stream_args(wildcards):
 
 def mnist_source_arg():
     src = config["mnist"]["source_dir"]
-    args = f"--source-dir {src}" if src else ""
-    return args if config["mnist"]["download"] else args + " --no-download"
+    args = f"--source-dir {src} " if src else ""
+    return args + ("--cache data/download" if config["mnist"]["download"] else "--no-download")
+
+
+WORKFLOW_START = time.time()
+CONFIG_FILES = [str(f) for f in workflow.config_settings.configfiles] or ["config/config.yaml"]
+
+
+def onstart_note():
+    reduced = sizes_line(list(RECORDS.values()))
+    print(f"clrepro: config {' + '.join(CONFIG_FILES)}; {len(RECORDS)} runs on {config['_device']}", file=sys.stderr)
+    if reduced:
+        print(reduced, file=sys.stderr)
+
+
+def onsuccess_note():
+    if os.path.exists("results/tables/main_paper.md"):
+        print("clrepro: done. Tables: results/tables/ (main_paper.md first); plots: results/plots/; "
+              "HTML report: ./clrepro reproduce --report report.html", file=sys.stderr)
+
+
+def onerror_summary():
+    report_failure(failed_summary("logs", WORKFLOW_START - 1))

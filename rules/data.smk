@@ -1,25 +1,31 @@
 # MNIST acquisition and the task streams (pixel maps + sha256 manifests).
 
 
+# Data outputs are update(): the commands replace them atomically, and Snakemake neither deletes them before
+# a job nor keeps a failed job from restoring them, so a failed data step (say, a corrupt MNIST copy) leaves
+# the verified data, and every run trained on it, in place.
+# Where MNIST is read from is not a param: every copy is verified against the canonical MD5s, so pointing
+# mnist.source_dir at another (identical) copy must not rebuild anything. It reaches the command as a
+# resource, which Snakemake does not treat as a rerun trigger.
 rule mnist:
     output:
-        manifest="data/mnist/manifest.json",
-    params:
-        source=mnist_source_arg(),
+        manifest=update("data/mnist/manifest.json"),
     log:
         "logs/data/mnist.log",
+    resources:
+        mnist_source=mnist_source_arg(),
     conda:
         "../environment.yml"
     shell:
-        "python -m data_prep mnist {params.source} --cache data/download --out data/mnist > {log} 2>&1"
+        "python -m data_prep mnist {resources.mnist_source} --out data/mnist > {log} 2>&1"
 
 
 rule stream:
     input:
         mnist="data/mnist/manifest.json",
     output:
-        manifest="data/streams/{dataset}/manifest.json",
-        maps="data/streams/{dataset}/maps.npy",
+        manifest=update("data/streams/{dataset}/manifest.json"),
+        maps=update("data/streams/{dataset}/maps.npy"),
     params:
         definition=stream_args,
         seed=config["stream_seed"],

@@ -1,4 +1,8 @@
 # One training job per grid cell (dataset, method, memory, seed); memory-free methods run as mem0.
+# A record's path ends in its spec key (methods.config.spec_key): a changed spec writes a new record beside
+# the old one, going back reuses the old one, and nothing finished is ever deleted by a config change.
+# The data inputs are ancient(): streams are content-checked and determined by the spec (stream_def,
+# stream_seed, canonical MNIST), so rebuilding them with the same checksums never retrains anything.
 # Every job runs under tools/gpu_slot.py, which gives it its own GPU slot (CUDA_VISIBLE_DEVICES) or the CPU;
 # `--resources gpu=N*K` (N GPUs, K = gpu.jobs_per_gpu) lets Snakemake start that many at once (docs/scale.md).
 # The slot settings are resources, not params: a different GPU count must not rerun finished jobs.
@@ -6,8 +10,8 @@
 
 rule train:
     input:
-        stream="data/streams/{dataset}/manifest.json",
-        mnist="data/mnist/manifest.json",
+        stream=ancient("data/streams/{dataset}/manifest.json"),
+        mnist=ancient("data/mnist/manifest.json"),
     output:
         f"results/runs/{RUN}.json",
     params:
