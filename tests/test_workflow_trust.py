@@ -1,0 +1,231 @@
+"""What you ask for is what runs, and nothing finished is ever lost: real `./clrepro reproduce` runs on a small
+real grid (Rotations cut to 2 tasks of 20 real MNIST examples, online + ewc, 2 seeds) in a fresh copy of the
+repository, exactly as a user types them.
+
+Every case leaves the copy as it found it (all four records and every table built), so the cases can run in
+any order after the module fixture's first build.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SHARED_MNIST
+from tests.test_workflow_data import clean_copy
+
+pytestmark = pytest.mark.slow
+
+SMALL = {
+    "mnist": {"source_dir": str(SHARED_MNIST.resolve()), "download": False},
+    "streams": {"rotations": {"kind": "rotation", "n_tasks": 2}},
+    "datasets": ["rotations"], "methods": ["online", "ewc"], "memories": [500], "seeds": [0, 1],
+    "device": "auto",
+    "overrides": {"samples_per_task": {"rotations": 20}, "test_examples_per_task": {"rotations": 100},
+                  "log_every": 10},
+}
+
+
+def clrepro(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`./clrepro reproduce ARGS` as a user runs it; no GPU visible, so `device: auto` means the CPU."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAKEMAKE", "PYTEST"))}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.run(["./clrepro", "reproduce", *args], cwd=repo, capture_output=True, text=True, env=env,
+                          timeout=900)
+    if check:
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    return proc
+
+
+def job_stats(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Snakemake's 'Job stats' table (rule -> jobs); {} when nothing was to be done."""
+    out = proc.stdout + proc.stderr
+    if "Job stats:" not in out:
+        return {}
+    block = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def records(repo: Path) -> dict[str, str]:
+    return digests(repo / "results" / "runs")
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    """Every aggregate, table and plot."""
+    return digests(repo / "results" / "tables") | digests(repo / "results" / "plots")
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def planned_specs(proc: subprocess.CompletedProcess) -> list[dict]:
+    """The resolved spec of every planned training job, from `-p` (the shell command passes it as --spec)."""
+    return [json.loads(m) for m in re.findall(r"--spec '(\{.*?\})' --stream", proc.stdout + proc.stderr)]
+
+
+def write(repo: Path, name: str, config: dict) -> str:
+    (repo / name).write_text(yaml.safe_dump(config))
+    return name
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = clean_copy(tmp_path_factory.mktemp("trust"))
+    write(repo, "small.yaml", SMALL)
+    first = clrepro(repo, "--configfile", "small.yaml")
+    assert job_stats(first)["train"] == 4
+    assert len(records(repo)) == 4 and outputs(repo)
+    return repo
+
+
+def test_shipped_paper_grid_plans_exactly_its_own_sizes(tmp_path):
+    """The README's paper-grid command: 395 jobs, every one at the protocol's full sizes (no default merged in)."""
+    repo = clean_copy(tmp_path / "clone")
+    proc = clrepro(repo, "-n", "-p", "--configfile", "config/paper.yaml")
+    specs = planned_specs(proc)
+    assert len(specs) == job_stats(proc)["train"] == 395
+    full = {"rotations": 1000, "permutations": 1000, "many_permutations": 200}
+    for spec in specs:
+        assert spec["samples_per_task"] == full[spec["dataset"]], spec["dataset"]
+        assert spec["test_examples_per_task"] == 10000 and spec["log_every"] == 100 and spec["batch_size"] == 1
+        assert spec["reduced"] == {} and spec["protocol"] == "mer2019"
+    # a user config layered on purpose on the paper grid keeps its sizes...
+    write(repo, "one_seed.yaml", {"base": "config/paper.yaml", "seeds": [0]})
+    specs = planned_specs(clrepro(repo, "-n", "-p", "--configfile", "one_seed.yaml"))
+    assert len(specs) == 79 and all(s["reduced"] == {} for s in specs)
+    # ...and `overrides: {}` on top of the reduced default grid really clears its reductions
+    write(repo, "full_default.yaml", {"base": "config/config.yaml", "overrides": {}})
+    specs = planned_specs(clrepro(repo, "-n", "-p", "--configfile", "full_default.yaml"))
+    assert specs and all(s["reduced"] == {} and s["test_examples_per_task"] == 10000 for s in specs)
+    # the default grid (no --configfile) says it is reduced in every spec
+    specs = planned_specs(clrepro(repo, "-n", "-p"))
+    assert specs and all(s["reduced"] for s in specs)
+
+
+def test_cuda_without_gpu_fails_at_parse_time_with_one_line_and_keeps_everything(repo):
+    before_records, before_outputs = records(repo), outputs(repo)
+    proc = clrepro(repo, "--configfile", "small.yaml", "--config", "device=cuda", check=False)
+    assert proc.returncode == 1
+    assert last_line(proc).startswith("error: device: cuda was asked for but this machine has no visible GPU")
+    assert "set device: auto or device: cpu" in last_line(proc)
+    assert (proc.stdout + proc.stderr).count("device: cuda was asked for") == 1
+    assert job_stats(proc) == {}  # nothing was planned, let alone run
+    assert records(repo) == before_records and outputs(repo) == before_outputs
+
+
+def test_deleted_record_is_retrained_alone(repo):
+    victim = sorted((repo / "results" / "runs").rglob("*.json"))[0]
+    others = {k: v for k, v in records(repo).items() if k != str(victim.relative_to(repo / "results" / "runs"))}
+    old = json.loads(victim.read_text())
+    victim.unlink()
+    proc = clrepro(repo, "--configfile", "small.yaml")
+    assert job_stats(proc)["train"] == 1
+    new = json.loads(victim.read_text())
+    assert new["R"] == old["R"] and new["eval_log"] == old["eval_log"]  # same config, seed, device: same numbers
+    assert {k: v for k, v in records(repo).items() if k in others} == others
+
+
+def test_same_data_elsewhere_and_auto_vs_cpu_plan_nothing(repo, tmp_path):
+    copy = tmp_path / "mnist_copy"
+    shutil.copytree(SHARED_MNIST, copy)
+    moved = write(repo, "moved.yaml", {**SMALL, "mnist": {"source_dir": str(copy), "download": False},
+                                       "device": "cpu"})
+    proc = clrepro(repo, "-n", "--configfile", moved)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, job_stats(proc)
+
+
+def test_corrupt_then_restored_mnist_retrains_nothing(repo, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(SHARED_MNIST, bad)
+    name = "train-labels-idx1-ubyte.gz"
+    data = bytearray(gzip.decompress((bad / name).read_bytes()))
+    data[100] ^= 0xFF
+    (bad / name).write_bytes(gzip.compress(bytes(data)))
+    before = records(repo)
+    corrupt = write(repo, "corrupt.yaml", {"base": "small.yaml", "mnist": {"source_dir": str(bad), "download": False}})
+    proc = clrepro(repo, "--configfile", corrupt, "--forcerun", "mnist", check=False)
+    assert proc.returncode != 0
+    line = last_line(proc)
+    assert line.startswith("error: MNIST file") and "is corrupt" in line and "replace it" in line, line
+    assert records(repo) == before
+    assert (repo / "data" / "mnist" / "manifest.json").exists()  # the verified data survived the failed job
+    # back on the good copy, a record that is missing is the only training job
+    victim = sorted((repo / "results" / "runs").rglob("*.json"))[-1]
+    victim.unlink()
+    assert job_stats(clrepro(repo, "--configfile", "small.yaml"))["train"] == 1
+    assert set(records(repo)) == set(before)
+
+
+def test_malformed_record_changes_no_table_or_plot(repo):
+    victim = sorted((repo / "results" / "runs").rglob("*.json"))[1]
+    before = outputs(repo)
+    victim.write_text(victim.read_text()[:300])
+    proc = clrepro(repo, "tables", "--configfile", "small.yaml", check=False)
+    assert proc.returncode != 0
+    line = last_line(proc)
+    assert line.startswith("error: cannot read run record") and victim.name in line and "delete it" in line, line
+    assert outputs(repo) == before
+    victim.unlink()  # what the message says: delete it and rerun
+    assert job_stats(clrepro(repo, "--configfile", "small.yaml"))["train"] == 1
+
+
+def test_changed_spec_and_other_protocol_write_beside_and_going_back_reuses(repo):
+    before = records(repo)
+    changed = write(repo, "lr.yaml", {"base": "small.yaml", "hparams": {"online": {"lr": 0.01}}})
+    assert job_stats(clrepro(repo, "--configfile", changed))["train"] == 2  # online x 2 seeds
+    protocol = yaml.safe_load((repo / "config/protocols/mer2019.yaml").read_text())
+    protocol["name"] = "other2019"
+    (repo / "config/protocols/other2019.yaml").write_text(yaml.safe_dump(protocol))
+    other = write(repo, "other.yaml", {"base": "small.yaml", "protocol": "config/protocols/other2019.yaml"})
+    assert job_stats(clrepro(repo, "--configfile", other))["train"] == 4
+    after = records(repo)
+    assert {k: after[k] for k in before} == before  # nothing finished was replaced
+    assert len(after) == 4 + 2 + 4
+    assert sum(k.startswith("other2019/") for k in after) == 4
+    # the tables show the current config's runs only
+    table = (repo / "results/tables/main_paper.md").read_text()
+    assert "protocol other2019" in table and "mer2019" not in table
+    # going back to the first config trains nothing; only the analysis is redone
+    proc = clrepro(repo, "--configfile", "small.yaml")
+    assert "train" not in job_stats(proc)
+    assert "protocol mer2019" in (repo / "results/tables/main_paper.md").read_text()
+
+
+def test_table_caption_says_the_sizes_and_that_they_are_reduced(repo):
+    table = (repo / "results/tables/main_paper.md").read_text()
+    assert "2 tasks x 20 examples, 100 test images per task, batch 1, evaluation every 10 batches" in table
+    assert "REDUCED from the protocol" in table and "samples_per_task=20 (protocol 1000)" in table
+    rec = json.loads(next((repo / "results" / "runs").rglob("*.json")).read_text())
+    assert rec["spec"]["reduced"] == {"samples_per_task": 1000, "test_examples_per_task": 10000, "log_every": 100}
+
+
+@pytest.mark.parametrize("text,expected", [
+    (None, "error: config file missing.yaml not found"),
+    ("datasets: [rotations\nmethods: [online]\n", "error: bad.yaml:2:"),
+    ("tables", "error: config file tables not found; if 'tables' is a target, put it before --configfile"),
+])
+def test_config_file_errors_are_one_line(tmp_path, text, expected):
+    repo = clean_copy(tmp_path / "clone")
+    name = "missing.yaml"
+    if text == "tables":
+        name = "tables"
+    elif text is not None:
+        name = "bad.yaml"
+        (repo / name).write_text(text)
+    proc = clrepro(repo, "-n", "--configfile", name, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [last_line(proc)] and last_line(proc).startswith(expected)
