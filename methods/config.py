@@ -146,17 +146,15 @@ def visible_gpus(env=os.environ) -> int:
 
 
 def resolve_device(config: dict, *, local: bool, gpus: int | None = None) -> str:
-    """The device type the runs will use, fixed before anything runs: `cpu` or `cuda`.
+    """The device the runs will use, fixed before anything runs: `cpu` or `cuda` on this machine.
 
     Resolving `auto` here makes `auto` and `cpu` the same runs on a CPU machine, and lets `device: cuda`
     without a GPU fail once, at parse time, instead of in every job. On a cluster (local=False) this
-    machine cannot see the compute nodes' GPUs, so the device must be named.
+    machine cannot see the compute nodes' GPUs: the request is kept as it is (each job resolves `auto`
+    itself, and its record says which device it ran on).
     """
     request = config["device"]
     if not local:
-        if request == "auto":
-            raise ClreproError("device: auto cannot be resolved for a cluster run (this machine does not see the "
-                               "compute nodes); set device: cuda or device: cpu in the config")
         return request
     n = visible_gpus() if gpus is None else gpus
     if request == "cuda" and n == 0:

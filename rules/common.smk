@@ -32,7 +32,8 @@ try:
     config.clear()
     config.update(_asked)
     prepare(config)  # validates against config/schema.yaml (fills defaults) and loads the protocol
-    config["_device"] = resolve_device(config, local=workflow.local_exec)
+    # on a cluster (a remote executor, or inside one of its jobs) the GPUs are not this machine's
+    config["_device"] = resolve_device(config, local=workflow.local_exec and not workflow.remote_exec)
     GRID = grid(config)
     for _cell in GRID:
         _cell["spec"] = resolve_run(config, _cell["dataset"], _cell["method"], _cell["memory"], _cell["seed"])

@@ -99,3 +99,98 @@ def test_cuda_request_without_gpu_is_a_clear_error(monkeypatch):
     with pytest.raises(ClreproError, match="set device: auto or device: cpu"):
         device.resolve("cuda")
     assert device.resolve("auto").type == "cpu"
+
+
+def test_workflow_config_loads_exactly_the_files_asked_for(tmp_path):
+    """No --configfile: the default grid. With one: that file only (the default is not merged under it)."""
+    from methods.config import workflow_config
+
+    default = workflow_config([])
+    assert default["overrides"] == BASE["overrides"]
+    paper = workflow_config([ROOT / "config" / "paper.yaml"])
+    assert "overrides" not in paper
+    assert prepare(paper)["overrides"] == {}  # the schema default: full protocol sizes
+    assert all(not resolve_run(paper, c["dataset"], c["method"], c["memory"], c["seed"])["reduced"]
+               for c in grid(paper))
+    # --config applies last, merging nested keys as Snakemake does
+    cli = workflow_config([ROOT / "config" / "paper.yaml"], {"seeds": [7], "mnist": {"download": False}})
+    assert cli["seeds"] == [7] and cli["mnist"] == {"source_dir": "../shared/data/mnist", "download": False}
+
+
+def test_base_layers_on_purpose_and_replaces_top_level_keys(tmp_path):
+    from methods.config import load_layered
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("seeds: [0, 1]\noverrides: {log_every: 7}\nmnist: {download: false}\n")
+    (tmp_path / "sub" / "child.yaml").write_text("base: ../base.yaml\noverrides: {}\nseeds: [3]\n")
+    assert load_layered(tmp_path / "sub" / "child.yaml") == {"seeds": [3], "overrides": {},
+                                                             "mnist": {"download": False}}
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ClreproError, match="loops back"):
+        load_layered(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ClreproError, match="nowhere.yaml not found"):
+        load_layered(tmp_path / "gone.yaml")
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    from methods.config import load_yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0, 1]\ndevice: cpu\nmethods: [online\n")
+    with pytest.raises(ClreproError) as err:
+        load_yaml(bad)
+    assert_one_line(err, f"{bad}:4:", "invalid YAML", "fix the file")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(ClreproError, match="must be a YAML mapping"):
+        load_yaml(tmp_path / "list.yaml")
+
+
+def test_configfiles_in_follows_snakemake_nargs():
+    from methods.config import configfiles_in
+
+    assert configfiles_in(["-n", "--configfile", "a.yaml", "b.yaml", "--cores", "2", "tables"]) == ["a.yaml", "b.yaml"]
+    assert configfiles_in(["--configfiles=c.yaml", "tables"]) == ["c.yaml"]
+    assert configfiles_in(["tables", "-n"]) == []
+
+
+@pytest.mark.parametrize("request_,gpus,local,expected", [
+    ("auto", 0, True, "cpu"), ("cpu", 0, True, "cpu"), ("auto", 2, True, "cuda"), ("cuda", 1, True, "cuda"),
+    ("cpu", 2, True, "cpu"), ("auto", 0, False, "auto"), ("cuda", 0, False, "cuda"),
+])
+def test_device_is_resolved_before_anything_runs(request_, gpus, local, expected):
+    from methods.config import resolve_device
+
+    assert resolve_device({"device": request_}, local=local, gpus=gpus) == expected
+
+
+def test_cuda_without_gpu_is_a_parse_time_error():
+    from methods.config import resolve_device
+
+    with pytest.raises(ClreproError) as err:
+        resolve_device({"device": "cuda"}, local=True, gpus=0)
+    assert_one_line(err, "no visible GPU", "set device: auto or device: cpu")
+
+
+def test_spec_key_changes_with_what_determines_results_only():
+    from methods.config import record_path, spec_key
+
+    config = cfg(device="auto")
+    config["_device"] = "cpu"
+    spec = resolve_run(config, "rotations", "gem", 500, 0)
+    assert spec["device"] == "cpu"
+    config_cpu = cfg(device="cpu")
+    config_cpu["_device"] = "cpu"
+    assert spec_key(resolve_run(config_cpu, "rotations", "gem", 500, 0)) == spec_key(spec)  # auto == cpu here
+    moved = cfg(mnist={"source_dir": "/elsewhere"})
+    moved["_device"] = "cpu"
+    assert spec_key(resolve_run(moved, "rotations", "gem", 500, 0)) == spec_key(spec)  # where MNIST is read from
+    for change in ({"hparams": {"gem": {"lr": 0.5}}}, {"stream_seed": 1},
+                   {"streams": {"rotations": {"kind": "rotation", "n_tasks": 20, "max_deg": 90},
+                                "permutations": {"kind": "permutation", "n_tasks": 20},
+                                "many_permutations": {"kind": "permutation", "n_tasks": 100}}}):
+        other = cfg(**change)
+        other["_device"] = "cpu"
+        assert spec_key(resolve_run(other, "rotations", "gem", 500, 0)) != spec_key(spec), change
+    path = record_path(spec)
+    assert path == f"results/runs/mer2019/rotations/gem/mem500/seed0/{spec_key(spec)}.json"
