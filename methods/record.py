@@ -16,7 +16,7 @@ from data_prep.atomic import write_json
 
 from .protocol import EvalLog
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: spec carries stream_def, the protocol sizes it reduced, the resolved device
 ROOT = Path(__file__).resolve().parent.parent
 
 

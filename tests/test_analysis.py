@@ -26,7 +26,8 @@ def fake_record(dataset, method, memory, seed, R, b, protocol="mer2019", samples
         seen += [t * samples + samples // 2, (t + 1) * samples]
         acc += [((R[t] + (b if t == 0 else R[t - 1])) / 2).tolist(), R[t].tolist()]
     return {"spec": {"dataset": dataset, "method": method, "memory": memory, "seed": seed, "protocol": protocol,
-                     "n_tasks": T, "samples_per_task": samples},
+                     "n_tasks": T, "samples_per_task": samples, "test_examples_per_task": 100, "log_every": 5,
+                     "batch_size": 1, "reduced": {"samples_per_task": 1000}},
             "eval_log": {"task": task, "examples_seen": seen, "acc": acc},
             "R": R.tolist(), "b": b.tolist(), "metrics": {"ACC": 0.123456},  # deliberately wrong
             "timing": {"examples_per_s": 100.0, "train_s": 1.0}}
