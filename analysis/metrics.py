@@ -56,7 +56,32 @@ def forgetting(R: np.ndarray) -> dict[str, float]:
     return _both(float(np.sum(best - R[-1, : T - 1])), T)
 
 
-def all_metrics(R, b) -> dict:
-    """Every metric; transfer and forgetting under both conventions."""
+def average_accuracy(R: np.ndarray) -> float:
+    """A-GEM's A_T = (1/T) sum_j a_{T,j}: the accuracy after the last task, averaged over tasks (= ACC)."""
+    return acc(R)
+
+
+def max_forgetting(R: np.ndarray) -> float:
+    """A-GEM's F_T = 1/(T-1) sum_{j<T} max_{l<T} (a_{l,j} - a_{T,j}) (= FGT, paper convention)."""
+    return forgetting(R)["paper"]
+
+
+def lca(first_batches) -> float:
+    """A-GEM's LCA_beta = 1/(beta+1) sum_{b=0..beta} Z_b, Z_b = (1/T) sum_k a_{k,b,k}.
+
+    `first_batches[k][b]` = accuracy on task k after b mini-batches of task k (b = 0..beta), so LCA_beta is
+    the mean of that T x (beta+1) matrix; beta = its width - 1.
+    """
+    Z = np.asarray(first_batches, dtype=float)
+    if Z.ndim != 2 or Z.shape[1] < 1:
+        raise ValueError(f"first_batches must be a T x (beta+1) matrix, got shape {Z.shape}")
+    return float(Z.mean(axis=0).mean())
+
+
+def all_metrics(R, b, first_batches=None) -> dict:
+    """Every metric; transfer and forgetting under both conventions; LCA where the log has first batches."""
     R, b = np.asarray(R, dtype=float), np.asarray(b, dtype=float)
-    return {"ACC": acc(R), "LA": learning_accuracy(R), "BWT": bwt(R), "FWT": fwt(R, b), "FGT": forgetting(R)}
+    out = {"ACC": acc(R), "LA": learning_accuracy(R), "BWT": bwt(R), "FWT": fwt(R, b), "FGT": forgetting(R)}
+    if first_batches:
+        out[f"LCA{len(first_batches[0]) - 1}"] = lca(first_batches)
+    return out

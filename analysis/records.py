@@ -75,7 +75,7 @@ def tidy(records: list[dict]) -> pd.DataFrame:
     rows = []
     for rec in records:
         key = _key(rec)
-        for metric, value in all_metrics(rec["R"], rec["b"]).items():
+        for metric, value in all_metrics(rec["R"], rec["b"], rec["eval_log"].get("first_batches")).items():
             if isinstance(value, dict):
                 rows += [key | {"metric": metric, "convention": conv, "value": v} for conv, v in value.items()]
             else:
@@ -90,7 +90,7 @@ def stored_mismatches(records: list[dict], tol: float = 1e-9) -> list[str]:
     """Runs whose stored `metrics` differ from the recomputed ones (reported, never used)."""
     out = []
     for rec in records:
-        fresh = all_metrics(rec["R"], rec["b"])
+        fresh = all_metrics(rec["R"], rec["b"], rec["eval_log"].get("first_batches"))
         stored = rec.get("metrics", {})
         for metric, value in fresh.items():
             values = value if isinstance(value, dict) else {NO_CONVENTION: value}

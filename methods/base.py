@@ -52,6 +52,12 @@ class Learner(nn.Module):
     def observe(self, x: torch.Tensor, t: int, y: torch.Tensor) -> None:
         raise NotImplementedError
 
+    def end_task(self, t: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Called once after task t's last batch with the task's training data (x, y), before the next task.
+
+        For protocols that act at task boundaries (A-GEM fills its episodic memory here); a no-op by default.
+        """
+
     def info(self) -> dict:
         """Method-specific facts for the run record (e.g. samples stored, projections made)."""
         return {}

@@ -234,15 +234,21 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
         "test_examples_per_task": overrides.get("test_examples_per_task", {}).get(
             dataset, protocol["test_examples_per_task"]),
     }
+    n_tasks = stream["n_tasks"] - protocol["skip_tasks"]
+    if n_tasks < 1:
+        raise ClreproError(f"protocol {protocol['name']} skips the first {protocol['skip_tasks']} tasks but stream "
+                           f"{dataset} has only {stream['n_tasks']}; give the stream more tasks")
     protocol_sizes = {"batch_size": protocol["batch_size"], "log_every": protocol["log_every"],
                       "samples_per_task": protocol["samples_per_task"].get(dataset),
                       "test_examples_per_task": protocol["test_examples_per_task"]}
     return {
         "dataset": dataset, "method": method, "memory": memory, "seed": seed,
-        "stream_seed": config["stream_seed"], "n_tasks": stream["n_tasks"],
+        "stream_seed": config["stream_seed"], "n_tasks": n_tasks,
         "stream_def": {"kind": stream["kind"], "n_tasks": stream["n_tasks"],
                        "min_deg": float(stream.get("min_deg", 0)), "max_deg": float(stream.get("max_deg", 180))},
         "protocol": protocol["name"],
+        # tasks [skip_tasks, stream n_tasks) are trained and scored: n_tasks counts those
+        "skip_tasks": protocol["skip_tasks"], "lca_batches": protocol["lca_batches"],
         **sizes,
         # the sizes this run changed from its protocol's (name -> protocol value); empty = full protocol size
         "reduced": {k: v for k, v in protocol_sizes.items() if sizes[k] != v},

@@ -31,6 +31,9 @@ from .model import assign_flat_grad, flat_grad
 from .projection import MARGIN_MODES, QPError, agem_project, gem_project
 
 
+MEMORY_FILLS = ("ring", "task_end_per_class")
+
+
 class TaskRingMemory:
     """GEM's episodic memory: [n_tasks, n, ...] rows, one per task, filled by a ring buffer (gem.py:159-172)."""
 
@@ -48,6 +51,26 @@ class TaskRingMemory:
         self.y[t, self.cnt:end].copy_(y[:eff])
         self.written[t, self.cnt:end] = True
         self.cnt = 0 if end == self.n else end
+
+    def fill_task(self, x: torch.Tensor, y: torch.Tensor, t: int, n_classes: int) -> None:
+        """A-GEM's fill: at the end of task t, n // n_classes random examples of each class (without
+        replacement, torch RNG), then random others if a class is short; the row is then complete."""
+        per_class = self.n // n_classes
+        picks = []
+        for c in range(n_classes):
+            idx = (y == c).nonzero().squeeze(1)
+            picks.append(idx[torch.randperm(idx.numel())[:per_class].to(idx.device)])
+        chosen = torch.cat(picks)
+        if chosen.numel() < self.n:
+            rest = torch.ones(y.numel(), dtype=torch.bool, device=y.device)
+            rest[chosen] = False
+            others = rest.nonzero().squeeze(1)
+            chosen = torch.cat([chosen, others[torch.randperm(others.numel())[: self.n - chosen.numel()]
+                                               .to(others.device)]])
+        k = chosen.numel()
+        self.x[t, :k].copy_(x[chosen])
+        self.y[t, :k].copy_(y[chosen])
+        self.written[t, :k] = True
 
     def rows(self, tasks: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x [k, n, D], y [k, n], written [k, n]) of the given tasks; a view when they are 0..k-1."""
@@ -86,6 +109,8 @@ class _PerTaskMemoryLearner(Learner):
         self.net = self.build_net()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
         self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, name)
+        if hp.memory_fill not in MEMORY_FILLS:
+            raise ClreproError(f"{name} memory_fill must be one of {MEMORY_FILLS}, not {hp.memory_fill!r}")
         self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
         self.observed_tasks: list[int] = []
         self.old_task = -1
@@ -97,8 +122,13 @@ class _PerTaskMemoryLearner(Learner):
         if t != self.old_task:
             self.observed_tasks.append(t)
             self.old_task = t
-        self.memory.add(x, y, t)
+        if self.hp.memory_fill == "ring":
+            self.memory.add(x, y, t)
         return self.observed_tasks[:-1]
+
+    def end_task(self, t: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        if self.hp.memory_fill == "task_end_per_class":
+            self.memory.fill_task(x, y, t, self.ctx.n_outputs)
 
     def info(self) -> dict:
         return {"patterns_per_experience": self.n_memories, "memory_filled_per_task": self.memory.filled(),
@@ -115,6 +145,7 @@ class GEM(_PerTaskMemoryLearner):
         qp_ridge: float = 1e-3                  # eps*I added to the Gram matrix (GEM's PSD fix; MER's copy: 0)
         margin_mode: str = "lower_bound"        # "lower_bound": v >= gamma (code); "additive": v* + gamma (paper)
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
+        memory_fill: str = "ring"               # "ring": GEM's buffer; "task_end_per_class": A-GEM's fill
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         if hp.margin_mode not in MARGIN_MODES:
@@ -177,6 +208,7 @@ class AGEM(_PerTaskMemoryLearner):
         lr: float
         sample_size: int = 256                 # A-GEM's eps_mem_batch, drawn without replacement
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
+        memory_fill: str = "ring"               # "ring": GEM's buffer; "task_end_per_class": A-GEM's fill
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         if hp.sample_size < 1:

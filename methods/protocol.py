@@ -51,6 +51,8 @@ class EvalLog:
     task: list[int] = field(default_factory=list)           # result_t: label of each evaluation
     examples_seen: list[int] = field(default_factory=list)  # training examples seen before it
     acc: list[list[float]] = field(default_factory=list)    # result_a: accuracy on every task
+    # A-GEM's LCA: per task k, its own test accuracy after 0, 1, ..., beta batches of task k (empty if beta = 0)
+    first_batches: list[list[float]] = field(default_factory=list)
 
 
 class Evaluator:
@@ -103,6 +105,30 @@ def task_inputs(stream: TaskStream, schedule: Schedule, device: torch.device) ->
     return data
 
 
+class TaskScorer:
+    """One task's test accuracy, for the evaluations after each of a task's first batches (A-GEM's LCA).
+
+    Kept apart from Evaluator: it scores only the current task, from that task's own test inputs.
+    """
+
+    def __init__(self, stream: TaskStream, n_test: int, device: torch.device, drop_last: bool) -> None:
+        self.stream, self.device = stream, device
+        self.n_scored, self.n_test = (n_test - 1 if drop_last else n_test), n_test
+        self.labels = torch.from_numpy(stream.test_labels[: self.n_scored]).to(device)
+        self.task, self.x = -1, None
+
+    @torch.no_grad()
+    def __call__(self, learner: Learner, t: int) -> float:
+        if t != self.task:
+            images = self.stream.task_images("test", t, None)[: self.n_scored]
+            self.task, self.x = t, torch.from_numpy(images).to(self.device).float().div_(255.0)
+        was_training = learner.training
+        learner.eval()
+        correct = (learner(self.x, t).argmax(1) == self.labels).sum()
+        learner.train(was_training)
+        return float(correct.double() / self.n_test)
+
+
 def _clock(seconds: float) -> str:
     """h:mm:ss, readable at a glance in a job log."""
     s = int(round(seconds))
@@ -116,6 +142,9 @@ def run(learner: Learner, stream: TaskStream, schedule: Schedule, spec: dict, de
                          spec["compat"]["eval_drop_last_test_example"])
     data = task_inputs(stream, schedule, device)
     bs, log_every, n_tasks = spec["batch_size"], spec["log_every"], stream.n_tasks
+    beta = spec.get("lca_batches", 0)
+    score_task = TaskScorer(stream, spec["test_examples_per_task"], device,
+                            spec["compat"]["eval_drop_last_test_example"]) if beta else None
     log = EvalLog()
     eval_s, train_s, per_task_s = 0.0, 0.0, []
     seen, batch_i, current = 0, 0, -1
@@ -143,9 +172,16 @@ def run(learner: Learner, stream: TaskStream, schedule: Schedule, spec: dict, de
             if batch_i % log_every == 0 or t != current:
                 record(current if current >= 0 else t)
                 current = t
+            if beta and b0 == 0:
+                log.first_batches.append([log.acc[-1][t]])   # Z_0: task t's accuracy before its first batch
             learner.observe(x_task[b0: b0 + bs], t, y_task[b0: b0 + bs])
             seen += min(bs, n - b0)
             batch_i += 1
+            if beta and b0 // bs < beta:
+                t0 = time.perf_counter()
+                log.first_batches[-1].append(score_task(learner, t))
+                eval_s += time.perf_counter() - t0
+        learner.end_task(t, x_task, y_task)
         task_eval = eval_s - task_eval_before
         task_train = time.perf_counter() - task_t0 - task_eval
         train_s += task_train

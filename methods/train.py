@@ -50,6 +50,17 @@ def check_stream(manifest: dict, spec: dict, where: str) -> None:
                            f"run asks for ({want}, stream_seed {spec['stream_seed']}); rebuild it with snakemake")
 
 
+def skip_tasks(stream, k: int):
+    """The stream without its first k tasks (a protocol's cross-validation tasks, e.g. A-GEM's T_CV = 3)."""
+    if k == 0:
+        return stream
+    import dataclasses
+
+    params = stream.manifest["task_params"][k:]
+    return dataclasses.replace(stream, maps=stream.maps[k:], manifest={**stream.manifest, "task_params": params,
+                                                                        "skipped_tasks": k})
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     try:
@@ -66,6 +77,7 @@ def main(argv=None) -> int:
         devices.make_deterministic(device, args.threads)
         stream = TaskStream.load(Path(args.stream), Path(args.mnist))
         check_stream(stream.manifest, spec, args.stream)
+        stream = skip_tasks(stream, spec.get("skip_tasks", 0))
         registry.get(spec["method"])  # unknown names fail before any work
         protocol.seed_everything(spec["seed"])
         schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"])

@@ -78,3 +78,22 @@ def test_accuracy_matrix_from_small_evaluation_log():
     b, got = metrics.accuracy_matrix(task, acc)
     np.testing.assert_array_equal(b, [0.10, 0.11, 0.12])
     np.testing.assert_array_equal(got, R)
+
+
+def test_agem_metrics_by_hand():
+    """A-GEM's A_T and F_T on R above (T = 3), and LCA on a hand-made Z (2 tasks, beta = 2).
+
+    A_T = ACC = 2.05 / 3. F_T: task 0's best before the end is max(0.90, 0.95) = 0.95 (R[1, 0] > R[0, 0],
+    so max-based forgetting differs from -BWT), task 1's is 0.80: ((0.95 - 0.60) + (0.80 - 0.50)) / 2 = 0.325.
+    Z = [[0.1, 0.4, 0.7], [0.2, 0.5, 0.6]]: Z_0 = 0.15, Z_1 = 0.45, Z_2 = 0.65 -> LCA_2 = 1.25 / 3.
+    """
+    assert metrics.average_accuracy(R) == pytest.approx(2.05 / 3, abs=1e-12)
+    assert metrics.max_forgetting(R) == pytest.approx(0.325, abs=1e-12)
+    assert metrics.max_forgetting(R) != pytest.approx(-metrics.bwt(R)["paper"])
+    Z = [[0.1, 0.4, 0.7], [0.2, 0.5, 0.6]]
+    assert metrics.lca(Z) == pytest.approx(1.25 / 3, abs=1e-12)
+    assert metrics.lca([[0.3], [0.5]]) == pytest.approx(0.4)   # beta = 0: Z_0 alone
+    assert metrics.all_metrics(R, B, Z)["LCA2"] == pytest.approx(1.25 / 3, abs=1e-12)
+    assert "LCA2" not in metrics.all_metrics(R, B)
+    with pytest.raises(ValueError, match="T x"):
+        metrics.lca([0.1, 0.2])
