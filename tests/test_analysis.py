@@ -148,56 +148,92 @@ def test_single_seed_cells_print_the_mean_only():
         tables.main_table(summary, "percent")
 
 
-def _summary(rows):
-    base = {"protocol": "gem2017", "n_tasks": 20, "samples_per_task": 1000, "seeds": "0"}
+def _summary(rows, protocol="gem2017"):
+    base = {"protocol": protocol, "n_tasks": 20, "samples_per_task": 1000, "test_examples_per_task": 10000,
+            "log_every": 100, "batch_size": 10, "reduced": "-", "seeds": "0"}
     return pd.DataFrame([base | r for r in rows])
 
 
-def test_published_flags_use_seed_std_or_the_absolute_tolerance():
+def test_published_check_is_a_95_percent_interval_and_only_for_the_matching_protocol():
+    from scipy import stats
+
     pub = pd.read_csv("analysis/published.csv")
-    summary = _summary([
-        # within one std of 0.602 -> ok; beyond -> flag
+    t4 = stats.t.ppf(0.975, 4)
+    # a single published run (GEM, seed 0): half-width t * s * sqrt(1 + 1/n); n = 5, s = 0.01 -> 2.7764 * 0.01 * 1.0954 = 0.030414
+    half = t4 * 0.01 * (1 + 1 / 5) ** 0.5
+    assert half == pytest.approx(0.030414, abs=1e-6)
+    rows = [
         {"dataset": "permutations", "method": "online", "memory": 0, "metric": "ACC", "convention": "-",
-         "mean": 0.610, "std": 0.010, "n_seeds": 3},
+         "mean": 0.602 + half - 1e-4, "std": 0.01, "n_seeds": 5},          # just inside
         {"dataset": "rotations", "method": "online", "memory": 0, "metric": "ACC", "convention": "-",
-         "mean": 0.560, "std": 0.010, "n_seeds": 3},
-        # one seed: 0.02 absolute; EWC perm ACC 0.619
+         "mean": 0.531 + half + 1e-4, "std": 0.01, "n_seeds": 5},          # just outside
         {"dataset": "permutations", "method": "ewc", "memory": 0, "metric": "ACC", "convention": "-",
-         "mean": 0.630, "std": float("nan"), "n_seeds": 1},
-        {"dataset": "rotations", "method": "ewc", "memory": 0, "metric": "ACC", "convention": "-",
-         "mean": 0.580, "std": float("nan"), "n_seeds": 1},
-        # BWT is compared under the code convention (published = averaged over T); the paper row must be ignored
+         "mean": 0.619, "std": float("nan"), "n_seeds": 1},                # one seed: no interval
+        # BWT under the code convention (published = averaged over T); the paper-convention row is ignored
         {"dataset": "permutations", "method": "online", "memory": 0, "metric": "BWT", "convention": "code",
          "mean": -0.190, "std": 0.010, "n_seeds": 2},
         {"dataset": "permutations", "method": "online", "memory": 0, "metric": "BWT", "convention": "paper",
-         "mean": -0.200, "std": 0.0, "n_seeds": 2},
-    ])
-    cmp = published.compare(summary, pub, abs_tol=0.02).set_index(["dataset", "our_method", "metric"])
-    assert cmp.loc[("permutations", "online", "ACC"), "flag"] == False  # noqa: E712  |0.008| < 0.010
-    assert cmp.loc[("rotations", "online", "ACC"), "flag"] == True  # noqa: E712  |0.029| > 0.010
-    assert cmp.loc[("permutations", "ewc", "ACC"), "tolerance_kind"] == "absolute (1 seed)"
-    assert cmp.loc[("permutations", "ewc", "ACC"), "flag"] == False  # noqa: E712  |0.011| < 0.02
-    assert cmp.loc[("rotations", "ewc", "ACC"), "flag"] == True  # noqa: E712  |0.034| > 0.02
+         "mean": -0.5, "std": 0.0, "n_seeds": 2},
+        {"dataset": "permutations", "method": "online", "memory": 0, "metric": "train_s", "convention": "-",
+         "mean": 4.0, "std": 0.1, "n_seeds": 5},
+        {"dataset": "permutations", "method": "gem", "memory": 5120, "metric": "train_s", "convention": "-",
+         "mean": 20.0, "std": 0.1, "n_seeds": 5},
+    ]
+    cmp = published.compare(_summary(rows), pub, "gem2017").set_index(["dataset", "our_method", "metric"])
+    assert cmp.loc[("permutations", "online", "ACC"), "verdict"] == "inside 95%"
+    assert cmp.loc[("rotations", "online", "ACC"), "verdict"] == "outside: unexplained"
+    assert cmp.loc[("permutations", "ewc", "ACC"), "verdict"] == "n=1: no interval"
     bwt = cmp.loc[[("permutations", "online", "BWT")]]
-    assert len(bwt) == 1 and bwt["ours_mean"].item() == -0.190 and bwt["convention"].item() == "code"
-    assert bwt["diff"].item() == pytest.approx(-0.190 + 0.198) and not bwt["flag"].item()
-    assert cmp.loc[("rotations", "gem", "ACC"), "status"] == "not run"
-    shown = published.display(cmp.reset_index())
-    assert shown.loc[("rotations", "online ↔ single", "0 / 0"), ("ACC", "diff")] == "+0.029*"
-    assert shown.loc[("permutations", "online ↔ single", "0 / 0"), ("ACC", "diff")] == "+0.008"
+    assert len(bwt) == 1 and bwt["ours_mean"].item() == -0.190
+    assert cmp.loc[("rotations", "gem", "ACC"), "verdict"] == "not run"
+    gem_time = cmp.loc[("permutations", "gem", "train_s")]
+    assert gem_time["ours_ratio"] == pytest.approx(5.0) and gem_time["published_ratio"] == pytest.approx(77 / 11)
+    # runs of another protocol are never compared with a published number
+    other = published.compare(_summary(rows, protocol="mer2019"), pub, "gem2017")
+    assert (other["verdict"] == "not run").all()
+    # a published mean over 5 seeds (A-GEM): difference of means, t * s * sqrt(1/n + 1/m)
+    agem = _summary([{"dataset": "permutations", "method": "agem", "memory": 4250, "metric": "ACC",
+                      "convention": "-", "mean": 0.891 + 0.9 * t4 * 0.01 * (2 / 5) ** 0.5, "std": 0.01,
+                      "n_seeds": 5}], protocol="agem2019")
+    row = published.compare(agem, pub, "agem2019").set_index(["our_method", "metric"]).loc[("agem", "ACC")]
+    assert row["verdict"] == "inside 95%"
+    shown = published.display(published.compare(agem, pub, "agem2019"), "agem2019")
+    assert shown.loc[("permutations", "agem ↔ A-GEM"), ("ACC", "paper")] == "89.1 ± 0.1"
 
 
-def test_published_numbers_are_the_gem_paper_appendix_b_values():
-    pub = pd.read_csv("analysis/published.csv").set_index(["dataset", "published_method", "metric"])
-    assert set(pub.index.get_level_values("published_method")) == {"single", "EWC", "multimodal", "GEM"}
-    assert pub.loc[("permutations", "GEM", "ACC"), "value"] == 0.826
-    assert pub.loc[("rotations", "EWC", "FWT"), "value"] == 0.552
-    assert pub.loc[("rotations", "single", "BWT"), "value"] == -0.090
-    assert (pub["convention"] == "code").all() and (pub["seed"] == 0).all() and (pub["batch_size"] == 10).all()
-    mapping = dict(zip(pub.index.get_level_values("published_method"), pub["our_method"]))
-    assert mapping == {"single": "online", "EWC": "ewc", "multimodal": "taskinput", "GEM": "gem"}
+def test_published_numbers_are_the_papers_values():
+    pub = pd.read_csv("analysis/published.csv")
+    gem = pub[pub["paper"] == "GEM 2017"].set_index(["dataset", "published_method", "metric"])
+    assert gem.loc[("permutations", "GEM", "ACC"), "value"] == 0.826
+    assert gem.loc[("rotations", "EWC", "FWT"), "value"] == 0.552
+    assert gem.loc[("rotations", "single", "BWT"), "value"] == -0.090
+    assert gem.loc[("rotations", "GEM", "train_s"), "value"] == 135
+    assert (gem["our_protocol"] == "gem2017").all() and (gem["published_n"] == 1).all()
     for m in ("ACC", "BWT", "FWT"):
-        assert len(pub.xs(m, level="metric")) == 8
+        assert len(gem.xs(m, level="metric")) == 8 and (gem.xs(m, level="metric")["convention"] == "code").all()
+    agem = pub[pub["paper"] == "A-GEM 2019"].set_index(["published_method", "metric"])
+    assert agem.loc[("A-GEM", "ACC"), "value"] == 0.891 and agem.loc[("VAN", "FGT"), "value"] == 0.51
+    assert agem.loc[("GEM", "LCA10"), "value"] == 0.23 and agem.loc[("A-GEM", "train_s"), "value"] == 477
+    assert (agem["our_protocol"] == "agem2019").all()
+    mapping = dict(zip(pub["published_method"], pub["our_method"]))
+    assert mapping == {"single": "online", "EWC": "ewc", "multimodal": "taskinput", "GEM": "gem",
+                       "independent": "independent", "VAN": "online", "A-GEM": "agem"}
+
+
+def test_mer_table_is_ra_la_bti_across_memories():
+    rows = []
+    for mem, ra in ((5120, 0.9), (500, 0.8)):
+        rows += [{"dataset": "rotations", "method": "meralg1", "memory": mem, "metric": "ACC", "convention": "-",
+                  "mean": ra, "std": 0.01, "n_seeds": 2},
+                 {"dataset": "rotations", "method": "meralg1", "memory": mem, "metric": "LA", "convention": "-",
+                  "mean": 0.85, "std": 0.01, "n_seeds": 2},
+                 {"dataset": "rotations", "method": "meralg1", "memory": mem, "metric": "BWT", "convention": "code",
+                  "mean": ra - 0.85, "std": 0.01, "n_seeds": 2},
+                 {"dataset": "rotations", "method": "meralg1", "memory": mem, "metric": "BWT", "convention": "paper",
+                  "mean": 9.0, "std": 0.01, "n_seeds": 2}]
+    table = published.mer_table(_summary(rows, protocol="mer2019"))
+    assert list(table.columns) == [(5120, "RA"), (5120, "LA"), (5120, "BTI"), (500, "RA"), (500, "LA"), (500, "BTI")]
+    assert table.loc[("rotations", "meralg1"), (500, "BTI")] == "-0.050 ± 0.010"
 
 
 def plot_inputs():

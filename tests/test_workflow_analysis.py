@@ -71,14 +71,14 @@ def test_one_command_writes_tables_plots_report_and_tables_rerun_no_training(tmp
         for ext in ("md", "tex", "csv"):
             assert (tables / f"main_{conv}.{ext}").stat().st_size > 0
     for ext in ("md", "tex", "csv"):
-        assert (tables / f"published_comparison.{ext}").stat().st_size > 0
+        assert (tables / f"paper_mer2019.{ext}").stat().st_size > 0
     for d in DATASETS:
         for kind in ("acc_matrix", "curves"):
             assert (plots / f"{kind}_{d}.png").read_bytes()[:4] == b"\x89PNG"
             assert (plots / f"{kind}_{d}.pdf").read_bytes()[:4] == b"%PDF"
     assert (plots / "acc_vs_memory.png").exists() and (plots / "acc_vs_memory.pdf").exists()
     html = (repo / "report.html").read_text()
-    for needle in ("main_paper.md", "published_comparison.md", "acc_matrix_rotations.png", "curves_rotations.png",
+    for needle in ("main_paper.md", "paper_mer2019.md", "acc_matrix_rotations.png", "curves_rotations.png",
                    "Paper-style table", "Mean accuracy matrix R on"):
         assert needle in html, needle
 
