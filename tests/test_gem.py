@@ -259,3 +259,21 @@ def test_real_mnist_smoke_records_projections(make_stream, method, hparams):
         assert info["qp_calls"] == info["projections"] and info["max_gram_condition"] > 1
     assert len(log.task) == 4 and all(np.isfinite(a).all() for a in log.acc)
     assert np.mean(log.acc[-1]) > 0.2                      # it learned something (chance is 0.1)
+
+
+def test_task_end_fill_takes_each_class_equally_at_random_from_the_task():
+    """A-GEM's memory: n // classes examples of every class, drawn from the task's data, row complete."""
+    torch.manual_seed(0)
+    y = torch.arange(10).repeat_interleave(30)           # 300 examples, 30 per class
+    x = torch.arange(300, dtype=torch.float32)[:, None].repeat(1, 4)   # row i identifies example i
+    mem = TaskRingMemory(n_tasks=2, n=50, n_inputs=4, device=torch.device("cpu"))
+    mem.fill_task(x, y, 1, n_classes=10)
+    assert mem.filled() == [0, 50]
+    stored = mem.x[1, :, 0].long()
+    assert torch.equal(y[stored], mem.y[1])                # labels travel with their examples
+    assert torch.bincount(mem.y[1], minlength=10).tolist() == [5] * 10
+    assert stored.unique().numel() == 50                    # without replacement
+    assert stored.tolist() != sorted(stored.tolist())       # drawn at random, not the first of each class
+    short = TaskRingMemory(n_tasks=1, n=12, n_inputs=4, device=torch.device("cpu"))
+    short.fill_task(x[:25], y[:25], 0, n_classes=10)        # classes 0 (20 ex.) and 1 (5 ex.) only
+    assert short.filled() == [12] and short.x[0, :, 0].long().unique().numel() == 12
