@@ -167,6 +167,43 @@ def memory(summary: pd.DataFrame):
     return fig
 
 
+def overview(runs: pd.DataFrame):
+    """The one-page summary: final ACC and BWT (paper convention, T-1) per method, one column per stream.
+
+    Bars: mean over seeds; black ticks: ± 1 sample std (none with one seed). Methods with several memory
+    sizes get one bar per size. Read in ten seconds: higher ACC is better, BWT near 0 means no forgetting.
+    """
+    rows = [("ACC", NO_CONVENTION, "final ACC (accuracy, 0-1)"), ("BWT", "paper", "BWT (accuracy change, T-1)")]
+    datasets = list(dict.fromkeys(runs["dataset"]))
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.6 * len(datasets), 6.4), squeeze=False)
+    runs = runs.assign(run=[_label(m, mem) for m, mem in zip(runs["method"], runs["memory"])])
+    order = list(dict.fromkeys(runs["run"]))
+    palette = dict(zip(order, sns.color_palette("tab20" if len(order) > 10 else "tab10", len(order))))
+    for col, dataset in enumerate(datasets):
+        for row, (metric, conv, label) in enumerate(rows):
+            ax = axes[row, col]
+            one = runs[(runs["dataset"] == dataset) & (runs["metric"] == metric) & (runs["convention"] == conv)]
+            present = [o for o in order if o in set(one["run"])]
+            sns.barplot(data=one, y="run", x="value", hue="run", order=present, hue_order=present, palette=palette,
+                        estimator="mean", errorbar="sd", err_kws={"linewidth": 1.2}, ax=ax, legend=False)
+            ax.set_ylabel("")
+            ax.set_xlabel(label)
+            if metric == "ACC":
+                ax.set_xlim(0, 1)
+                ax.set_title(f"{dataset} ({int(one['n_tasks'].iloc[0])} tasks)" if len(one) else dataset,
+                             fontsize=11)
+            else:
+                ax.axvline(0, color="0.3", linewidth=0.8)
+            if col:
+                ax.set_yticklabels([])
+    n_seeds = runs.groupby(["dataset", "method", "memory"])["seed"].nunique()
+    seeds = f"{n_seeds.min()}" if n_seeds.min() == n_seeds.max() else f"{n_seeds.min()}-{n_seeds.max()}"
+    protocol = ", ".join(sorted(set(runs["protocol"].astype(str))))
+    fig.suptitle(f"clrepro summary ({protocol}): mean over {seeds} seed(s), ticks = ± 1 std", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
 @one_line_errors
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m analysis.plots")
@@ -179,10 +216,13 @@ def main(argv=None) -> None:
     c.add_argument("--evals", required=True)
     c.add_argument("--dataset", required=True)
     c.set_defaults(draw=lambda a: curves(pd.read_csv(a.evals), a.dataset))
+    o = sub.add_parser("overview")
+    o.add_argument("--runs", required=True)
+    o.set_defaults(draw=lambda a: overview(pd.read_csv(a.runs)))
     m = sub.add_parser("memory")
     m.add_argument("--summary", required=True)
     m.set_defaults(draw=lambda a: memory(pd.read_csv(a.summary)))
-    for q in (h, c, m):
+    for q in (h, c, o, m):
         q.add_argument("--png", required=True)
         q.add_argument("--pdf", required=True)
     args = p.parse_args(argv)

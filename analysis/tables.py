@@ -97,7 +97,14 @@ def flat(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
-    return f"**{title}**\n\n{flat(table).to_markdown(index=False, disable_numparse=True)}\n"
+    """One small table per stream (rows: method and memory; columns: the metrics and n), readable at a glance."""
+    parts = [f"**{title}**\n"]
+    for dataset in dict.fromkeys(table.columns.get_level_values("dataset")):
+        sub = table[dataset]
+        sub = sub[(sub != "").any(axis=1)]
+        body = sub.reset_index().to_markdown(index=False, disable_numparse=True)
+        parts.append(f"### {dataset}\n\n{body}\n")
+    return "\n".join(parts)
 
 
 def to_latex(table: pd.DataFrame, title: str, label: str) -> str:

@@ -10,7 +10,8 @@ PLOT_FORMATS = ["png", "pdf"]
 CODE = {m: f"analysis/{m}.py" for m in ("check", "aggregate", "records", "metrics", "tables", "published", "plots")}
 
 ANALYSIS_TARGETS = (
-    expand("results/tables/main_{convention}.{ext}", convention=CONVENTIONS, ext=TABLE_FORMATS)
+    expand("results/plots/summary.{ext}", ext=PLOT_FORMATS)
+    + expand("results/tables/main_{convention}.{ext}", convention=CONVENTIONS, ext=TABLE_FORMATS)
     + expand("results/tables/paper_{protocol}.{ext}", protocol=config["_protocol"]["name"], ext=TABLE_FORMATS)
     + expand("results/plots/acc_matrix_{dataset}.{ext}", dataset=config["datasets"], ext=PLOT_FORMATS)
     + expand("results/plots/curves_{dataset}.{ext}", dataset=config["datasets"], ext=PLOT_FORMATS)
@@ -151,6 +152,22 @@ rule curves:
     shell:
         "python -m analysis.plots curves --evals {input.evals} --dataset {wildcards.dataset} "
         "--png {output.png} --pdf {output.pdf} > {log} 2>&1"
+
+
+rule overview:
+    input:
+        runs="results/tables/runs_long.csv",
+        code=[CODE["plots"], CODE["records"], CODE["metrics"]],
+    output:
+        png=report("results/plots/summary.png", caption="../report/overview.rst", category="1. Summary",
+                   labels={"plot": "ACC and BWT per method", "dataset": "all"}),
+        pdf="results/plots/summary.pdf",
+    log:
+        "logs/analysis/summary_plot.log",
+    conda:
+        "../environment.yml"
+    shell:
+        "python -m analysis.plots overview --runs {input.runs} --png {output.png} --pdf {output.pdf} > {log} 2>&1"
 
 
 rule acc_vs_memory:

@@ -91,9 +91,14 @@ def onstart_note():
 
 
 def onsuccess_note():
-    if os.path.exists("results/tables/main_paper.md"):
-        print("clrepro: done. Tables: results/tables/ (main_paper.md first); plots: results/plots/; "
-              "HTML report: ./clrepro reproduce --report report.html", file=sys.stderr)
+    if os.path.exists("results/plots/summary.png"):
+        name = config["_protocol"]["name"]
+        print(f"clrepro: done ({len(RECORDS)} run records under results/runs/{name}/).\n"
+              f"  summary figure: results/plots/summary.png\n"
+              f"  tables, one per stream: results/tables/main_paper.md (also .tex, .csv; main_code.* divides by T)\n"
+              f"  the paper's own table: results/tables/paper_{name}.md\n"
+              f"  forgetting plots: results/plots/acc_matrix_*.png, curves_*.png, acc_vs_memory.png\n"
+              f"  HTML report: ./clrepro reproduce --report report.html", file=sys.stderr)
 
 
 def onerror_summary():

@@ -103,7 +103,7 @@ def test_tables_from_real_records_equal_hand_recomputed_metrics(real_records, tm
             assert csv[f"rotations {metric}"].iloc[0] == f"{vals.mean():.3f} ± {vals.std(ddof=1):.3f}"
         assert csv["rotations n"].iloc[0] == "2"
         md = (t / f"{conv}.md").read_text()
-        assert f"Convention `{conv}`" in md and "| online" in md and "rotations ACC" in md
+        assert f"Convention `{conv}`" in md and "| online" in md and "### rotations" in md and "| ACC " in md
         tex = (t / f"{conv}.tex").read_text()
         assert r"\toprule" in tex and r"\bottomrule" in tex and f"Convention {conv}" in tex and r"$\pm$" in tex
     # the curves keep the real evaluation log
