@@ -19,6 +19,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/analysis.smk"
+include: "rules/tracking.smk"
 
 
 rule all:
