@@ -84,7 +84,8 @@ def test_resolved_spec_carries_protocol_hparams_and_overrides():
     spec = resolve_run(config, "permutations", "gem", 500, 3)
     assert spec["hparams"]["lr"] == 0.01 and spec["hparams"]["memory_strength"] == 1.0
     assert spec["hparams"]["qp_ridge"] == 0.0
-    assert spec["samples_per_task"] == BASE["overrides"]["samples_per_task"]["permutations"]
+    assert spec["samples_per_task"] == 1000 and spec["test_examples_per_task"] == 2000
+    assert spec["reduced"] == {"test_examples_per_task": 10000, "log_every": 100}
     assert spec["batch_size"] == 1 and spec["seed"] == 3 and spec["n_tasks"] == 20
     with pytest.raises(ClreproError, match="by_memory.1000"):
         resolve_run(config, "rotations", "gem", 1000, 0)
