@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .model import mlp
+from .model import mlp, mlp_layers
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,17 @@ class Learner(nn.Module):
 
     def observe(self, x: torch.Tensor, t: int, y: torch.Tensor) -> None:
         raise NotImplementedError
+
+    def eval_mlp(self, t: int) -> list[nn.Linear] | None:
+        """The Linear layers (ReLU between them) of an MLP computing exactly `self(x, t)`, or None.
+
+        Opt-in for the evaluator's fused path (methods/protocol.py), which folds each task's pixel map into
+        the first layer and scores all tasks in one GEMM. The default covers the default forward, self.net(x);
+        a subclass that overrides forward gets the plain per-task evaluation unless it overrides this too.
+        """
+        if type(self).forward is not Learner.forward or not isinstance(getattr(self, "net", None), nn.Module):
+            return None
+        return mlp_layers(self.net)
 
     def end_task(self, t: int, x: torch.Tensor, y: torch.Tensor) -> None:
         """Called once after task t's last batch with the task's training data (x, y), before the next task.

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Context, Learner
-from .model import mlp
+from .model import mlp, mlp_layers
 
 
 class Online(Learner):
@@ -51,6 +51,9 @@ class Independent(Learner):
     def forward(self, x, t):
         return self.nets[t](x)
 
+    def eval_mlp(self, t):
+        return mlp_layers(self.nets[t])
+
     def observe(self, x, t, y):
         if self.hp.finetune and t > 0 and t != self.old_task:
             self.nets[t].load_state_dict(self.nets[self.old_task].state_dict())
@@ -78,6 +81,10 @@ class TaskInput(Learner):
 
     def forward(self, x, t):
         return self.shared(F.relu(self.inputs[t](x)))
+
+    def eval_mlp(self, t):
+        shared = mlp_layers(self.shared)
+        return [self.inputs[t], *shared] if shared else None
 
     def observe(self, x, t, y):
         self.opt.zero_grad()

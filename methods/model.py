@@ -25,6 +25,20 @@ def mlp(sizes: list[int], xavier: bool = True) -> nn.Sequential:
     return net
 
 
+def mlp_layers(net: nn.Module) -> list[nn.Linear] | None:
+    """net's Linear layers if net is exactly Linear (ReLU Linear)* as mlp() builds it, else None.
+
+    Lets the evaluator compute such a net with its own matmuls (methods/protocol.py) while refusing anything
+    else (other activations, dropout, Linear subclasses) rather than computing it wrongly.
+    """
+    mods = list(net) if type(net) is nn.Sequential else []
+    if len(mods) % 2 == 0:
+        return None
+    if all(type(m) is nn.Linear for m in mods[::2]) and all(type(m) is nn.ReLU for m in mods[1::2]):
+        return mods[::2]
+    return None
+
+
 def flat_grad(params) -> torch.Tensor:
     """All parameter gradients as one vector (zeros where a parameter has none)."""
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])

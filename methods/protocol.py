@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from data_prep.streams import TaskStream
 
@@ -58,12 +59,20 @@ class EvalLog:
 class Evaluator:
     """Scores a learner on every task's test set, transformed on the device once per evaluation.
 
-    Under the MER protocol evaluation dominates a CPU run (201 evaluations x T tasks x 10k images), so the
-    test images are kept as float32 in [0, 1], pixel-major (785 x N): a task's inputs are then one row
-    gather (about 50x faster than gathering columns of the image-major layout) into a buffer reused across
-    tasks and evaluations, and its transposed view feeds the first matmul directly. Converting once
-    instead of per evaluation gives the same floats (float(u) / 255 is elementwise), so the scores are
-    bit-identical to transforming uint8 images each time (tests/test_evaluation.py).
+    Under the MER protocol evaluation dominates a CPU run (201 evaluations x T tasks x 10k images). The test
+    images are kept as float32 in [0, 1], pixel-major (785 x N, row 784 the zero fill pixel), converted once.
+
+    A learner whose eval forward is a plain MLP (Learner.eval_mlp) is scored for all tasks at once. Task t's
+    input is pixels[map_t], so its first layer W1 x_t equals W1_t x with W1_t = W1's columns summed into the
+    pixel each one reads (index_add_ over map_t): folding the maps into the weights moves 784 x H weights per
+    task instead of 784 x N pixels, and the T folded layers side by side make ONE large GEMM (N images x all
+    tasks' hidden units), run in image chunks whose activations stay in cache for the layers above.
+    Pixels that are zero in every test image (and the fill pixel) add nothing and are dropped from it.
+    This sums the same products in another order, so logits can differ in the last bits from the per-task
+    matmul; docs/scale.md counts the argmax flips (tests/test_evaluation.py bounds them).
+
+    Other learners get the per-task path: one row gather of the pixel-major images into a reused buffer,
+    whose transposed view feeds the learner directly.
     """
 
     def __init__(self, stream: TaskStream, n_test: int, device: torch.device, drop_last: bool) -> None:
@@ -77,6 +86,12 @@ class Evaluator:
         self.maps = torch.from_numpy(stream.maps).to(device)
         self.n_tasks = stream.n_tasks
         self._buffer = torch.empty(self.maps.shape[1], self.n_scored, device=device)
+        used = self.pixels.any(1).nonzero().squeeze(1)
+        self._images = self.pixels[used].t().contiguous()   # N x K image-major, used pixels only
+        row = torch.full((self.pixels.shape[0],), len(used), dtype=torch.long, device=device)
+        row[used] = torch.arange(len(used), device=device)
+        self._rows = row[self.maps]   # T x 784: each input's row of the folded weights (K: a discarded row)
+        self._folded = torch.empty(0, device=device)
 
     def test_inputs(self, task: int) -> torch.Tensor:
         """Task `task`'s test inputs (N x 784, a fresh tensor)."""
@@ -84,14 +99,78 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, learner: Learner) -> list[float]:
+        correct = (self.predictions(learner) == self.labels).sum(1)
+        return (correct.double() / self.n_test).tolist()
+
+    @torch.no_grad()
+    def predictions(self, learner: Learner) -> torch.Tensor:
+        """The learner's predicted class of every scored test image of every task (T x N), in eval mode."""
         was_training = learner.training
         learner.eval()
-        correct = []
+        layers = self._task_mlps(learner)
+        pred = self._fused(layers) if layers else self._per_task(learner)
+        learner.train(was_training)
+        return pred
+
+    def _per_task(self, learner: Learner) -> torch.Tensor:
+        preds = []
         for t in range(self.n_tasks):
             x = torch.index_select(self.pixels, 0, self.maps[t], out=self._buffer).t()
-            correct.append((learner(x, t).argmax(1) == self.labels).sum())
-        learner.train(was_training)
-        return (torch.stack(correct).double() / self.n_test).tolist()
+            preds.append(learner(x, t).argmax(1))
+        return torch.stack(preds)
+
+    def _task_mlps(self, learner: Learner) -> list[list[nn.Linear]] | None:
+        """Every task's MLP layers if the learner exposes them (eval_mlp) and they stack, else None."""
+        eval_mlp = getattr(learner, "eval_mlp", None)
+        layers = [eval_mlp(t) for t in range(self.n_tasks)] if eval_mlp else [None]
+        if any(not ls for ls in layers):
+            return None
+        shapes = {tuple(layer.weight.shape for layer in ls) for ls in layers}
+        plain = all(layer.bias is not None and layer.weight.dtype == self.pixels.dtype for ls in layers for layer in ls)
+        return layers if plain and len(shapes) == 1 and layers[0][0].in_features == self.maps.shape[1] else None
+
+    def _fold(self, firsts: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
+        """All tasks' first layers with their pixel maps folded in: K x (T * H) weights, T * H biases."""
+        n_used, width = self._images.shape[1], firsts[0].out_features
+        if self._folded.shape != (n_used + 1, self.n_tasks, width):
+            self._folded = self._images.new_empty(n_used + 1, self.n_tasks, width)
+        w = self._folded.zero_()
+        for t, layer in enumerate(firsts):
+            w[:, t].index_add_(0, self._rows[t], layer.weight.t())
+        return w[:n_used].view(n_used, -1), torch.cat([layer.bias for layer in firsts])
+
+    def _chunk(self, width: int) -> int:
+        """Images per GEMM: ~2 MB of activations on the CPU (they stay in cache across layers), more elsewhere."""
+        budget = 2 ** 19 if self._images.device.type == "cpu" else 2 ** 26
+        return max(1, min(self.n_scored, budget // width))
+
+    def _fused(self, layers: list[list[nn.Linear]]) -> torch.Tensor:
+        w1, b1 = self._fold([ls[0] for ls in layers])
+        tail = [_stacked(depth) for depth in zip(*(ls[1:] for ls in layers))]
+        pred = torch.empty(self.n_scored, self.n_tasks, dtype=torch.long, device=w1.device)
+        step = self._chunk(w1.shape[1])
+        for i in range(0, self.n_scored, step):
+            x = self._images[i: i + step]
+            h = torch.addmm(b1, x, w1).view(len(x), self.n_tasks, -1)
+            for weight, bias in tail:
+                h = _linear(h.relu_(), weight, bias)
+            torch.argmax(h, 2, out=pred[i: i + step])
+        return pred.t()
+
+
+def _stacked(depth: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer depth of every task's MLP: the layer's (weight, bias) if all tasks share it, else stacked."""
+    if all(layer is depth[0] for layer in depth):
+        return depth[0].weight, depth[0].bias
+    return torch.stack([layer.weight for layer in depth]), torch.stack([layer.bias for layer in depth])
+
+
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A layer on activations h (n x T x in): one GEMM for a shared layer, one per task (bmm) otherwise."""
+    n, n_tasks, _ = h.shape
+    if weight.dim() == 2:
+        return torch.addmm(bias, h.reshape(n * n_tasks, -1), weight.t()).view(n, n_tasks, -1)
+    return torch.baddbmm(bias.unsqueeze(1), h.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1)
 
 
 def task_inputs(stream: TaskStream, schedule: Schedule, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
