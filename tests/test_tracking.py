@@ -2,12 +2,13 @@
 3 rotation tasks of 30 examples, 200 test images, an evaluation every 10 examples) imported into a temporary
 SQLite store and read back with MlflowClient: params, tags and metrics equal the records' (metrics recomputed
 with analysis.metrics), one history point per evaluation with the examples seen as the step, re-imports add
-nothing and a changed record replaces its run.
+nothing and a changed record replaces its run. Last, `./clrepro reproduce mlflow` end to end in a fresh copy.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
 
 from analysis import tracking
 from analysis.metrics import all_metrics
 from methods.config import ROOT, record_path
-
-mlflow = pytest.importorskip("mlflow")
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import ViewType  # noqa: E402
+from tests.conftest import SHARED_MNIST
+from tests.test_workflow_data import clean_copy
 
 METHODS = ("online", "ewc")
 SEEDS = (0, 1)
@@ -227,3 +228,35 @@ def test_cli_summary_and_one_line_errors(grid, store, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "bad.json" in proc.stderr
     assert len(active_runs(MlflowClient(store))) == len(grid)  # nothing imported from a refused batch
+
+
+@pytest.mark.slow
+def test_reproduce_mlflow_end_to_end(tmp_path):
+    """`./clrepro reproduce mlflow` in a fresh copy: tiny grid trained and imported; a forced rerun adds nothing."""
+    repo = clean_copy(tmp_path / "clone")
+    (repo / "small.yaml").write_text(json.dumps({
+        "mnist": {"source_dir": str(SHARED_MNIST.resolve()), "download": False},
+        "streams": {"rotations": {"kind": "rotation", "n_tasks": 2}},
+        "datasets": ["rotations"], "methods": ["online", "ewc"], "memories": [500], "seeds": [0],
+        "device": "cpu",
+        "overrides": {"samples_per_task": {"rotations": 20}, "test_examples_per_task": {"rotations": 100},
+                      "log_every": 10},
+    }))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAKEMAKE", "PYTEST"))}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+
+    def reproduce(*args):
+        proc = subprocess.run(["./clrepro", "reproduce", "mlflow", "--configfile", "small.yaml", *args], cwd=repo,
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+        return json.loads((repo / "results" / "mlflow" / "imported.json").read_text())
+
+    first = reproduce()
+    records = sorted(p.relative_to(repo).as_posix() for p in (repo / "results" / "runs").rglob("*.json"))
+    assert len(records) == 2 and sorted(first["runs"]) == records and first["new"] == 2
+    assert not (repo / "results" / "tables").exists()  # only what `mlflow` needs ran, no tables
+    again = reproduce("--forcerun", "mlflow")
+    assert (again["new"], again["replaced"], again["unchanged"]) == (0, 0, 2) and again["runs"] == first["runs"]
+    client = MlflowClient(f"sqlite:///{repo / 'results' / 'mlflow' / 'mlflow.db'}")
+    runs = active_runs(client)
+    assert sorted(r.data.tags["clrepro.record_path"] for r in runs) == records
