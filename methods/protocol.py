@@ -67,8 +67,8 @@ class Evaluator:
     pixel each one reads (index_add_ over map_t): folding the maps into the weights moves 784 x H weights per
     task instead of 784 x N pixels, and the T folded layers side by side make ONE large GEMM (N images x all
     tasks' hidden units), run in image chunks whose activations stay in cache for the layers above.
-    Pixels that are zero in every test image (and the fill pixel) add nothing and are dropped from it.
-    This sums the same products in another order, so logits can differ in the last bits from the per-task
+    Zero pixels add nothing, so on the CPU the images are grouped by the pixels they use (support_groups)
+    and each group's GEMM runs over those pixels only: a third fewer FLOPs on MNIST. This sums the same products in another order, so logits can differ in the last bits from the per-task
     matmul; docs/scale.md counts the argmax flips (tests/test_evaluation.py bounds them).
 
     Other learners get the per-task path: one row gather of the pixel-major images into a reused buffer,
@@ -87,11 +87,15 @@ class Evaluator:
         self.n_tasks = stream.n_tasks
         self._buffer = torch.empty(self.maps.shape[1], self.n_scored, device=device)
         used = self.pixels.any(1).nonzero().squeeze(1)
-        self._images = self.pixels[used].t().contiguous()   # N x K image-major, used pixels only
         row = torch.full((self.pixels.shape[0],), len(used), dtype=torch.long, device=device)
         row[used] = torch.arange(len(used), device=device)
         self._rows = row[self.maps]   # T x 784: each input's row of the folded weights (K: a discarded row)
-        self._folded = torch.empty(0, device=device)
+        self._folded, self._n_used = torch.empty(0, device=device), len(used)
+        images = self.pixels[used].t()   # N x K image-major, the K pixels used by some image
+        # on a GPU the FLOPs are cheap and each group costs kernel launches: one group there
+        groups = support_groups(images, 32 if device.type == "cpu" else 1)
+        self._groups = [(pixels, images[idx][:, pixels].contiguous()) for idx, pixels in groups]
+        self._ungroup = torch.cat([idx for idx, _ in groups]).argsort()   # group order -> image order
 
     def test_inputs(self, task: int) -> torch.Tensor:
         """Task `task`'s test inputs (N x 784, a fresh tensor)."""
@@ -131,9 +135,9 @@ class Evaluator:
 
     def _fold(self, firsts: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
         """All tasks' first layers with their pixel maps folded in: K x (T * H) weights, T * H biases."""
-        n_used, width = self._images.shape[1], firsts[0].out_features
+        n_used, width = self._n_used, firsts[0].out_features
         if self._folded.shape != (n_used + 1, self.n_tasks, width):
-            self._folded = self._images.new_empty(n_used + 1, self.n_tasks, width)
+            self._folded = self.pixels.new_empty(n_used + 1, self.n_tasks, width)
         w = self._folded.zero_()
         for t, layer in enumerate(firsts):
             w[:, t].index_add_(0, self._rows[t], layer.weight.t())
@@ -141,21 +145,44 @@ class Evaluator:
 
     def _chunk(self, width: int) -> int:
         """Images per GEMM: ~2 MB of activations on the CPU (they stay in cache across layers), more elsewhere."""
-        budget = 2 ** 19 if self._images.device.type == "cpu" else 2 ** 26
+        budget = 2 ** 19 if self.pixels.device.type == "cpu" else 2 ** 26
         return max(1, min(self.n_scored, budget // width))
 
     def _fused(self, layers: list[list[nn.Linear]]) -> torch.Tensor:
         w1, b1 = self._fold([ls[0] for ls in layers])
         tail = [_stacked(depth) for depth in zip(*(ls[1:] for ls in layers))]
         pred = torch.empty(self.n_scored, self.n_tasks, dtype=torch.long, device=w1.device)
-        step = self._chunk(w1.shape[1])
-        for i in range(0, self.n_scored, step):
-            x = self._images[i: i + step]
-            h = torch.addmm(b1, x, w1).view(len(x), self.n_tasks, -1)
-            for weight, bias in tail:
-                h = _linear(h.relu_(), weight, bias)
-            torch.argmax(h, 2, out=pred[i: i + step])
-        return pred.t()
+        step, done = self._chunk(w1.shape[1]), 0
+        for pixels, images in self._groups:
+            w = w1.index_select(0, pixels)
+            for i in range(0, len(images), step):
+                x = images[i: i + step]
+                h = torch.addmm(b1, x, w).view(len(x), self.n_tasks, -1)
+                for weight, bias in tail:
+                    h = _linear(h.relu_(), weight, bias)
+                torch.argmax(h, 2, out=pred[done: done + len(x)])
+                done += len(x)
+        return pred[self._ungroup].t()
+
+
+def support_groups(images: torch.Tensor, n_groups: int, iters: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Images (N x K) grouped by the pixels they use: per group (its image indices, the pixels any of them uses).
+
+    A group's first-layer GEMM needs only its own used pixels: k-means on the images' nonzero masks makes
+    groups of similar support (MNIST, 32 groups: ~440 of 668 pixels against ~150 per digit). Deterministic,
+    and starts from evenly spaced images rather than drawing from the RNGs, which belong to training.
+    """
+    mask = (images > 0).to(images.dtype)
+    n_groups = min(n_groups, len(mask))
+    assign = torch.zeros(len(mask), dtype=torch.long, device=mask.device)
+    centres = mask[torch.linspace(0, len(mask) - 1, n_groups, device=mask.device).long()]
+    for _ in range(iters if n_groups > 1 else 0):
+        assign = (centres.square().sum(1) - 2 * mask @ centres.t()).argmin(1)   # nearest centre
+        counts = mask.new_zeros(n_groups).index_add_(0, assign, mask.new_ones(len(mask)))
+        sums = torch.zeros_like(centres).index_add_(0, assign, mask)
+        centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
+    groups = [(assign == g).nonzero().squeeze(1) for g in range(n_groups)]
+    return [(idx, mask[idx].any(0).nonzero().squeeze(1)) for idx in groups if len(idx)]
 
 
 def _stacked(depth: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor]:
