@@ -11,11 +11,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Context, Learner
+from .memory import RngSwitch
 from .model import mlp, mlp_layers
+
+
+@dataclass(frozen=True)
+class LrHparams(Learner.Hparams, RngSwitch):
+    """lr, and the run's compat.rng: these baselines consume no RNG while training, as the reference code."""
 
 
 class Online(Learner):
     """Plain SGD on the stream (GEM `single.py`, MER `online.py`)."""
+
+    Hparams = LrHparams
 
     def __init__(self, ctx: Context, hp: Learner.Hparams) -> None:
         super().__init__(ctx, hp)
@@ -36,7 +44,7 @@ class Independent(Learner):
     """
 
     @dataclass(frozen=True)
-    class Hparams:
+    class Hparams(RngSwitch):
         lr: float
         finetune: bool = True
 
@@ -68,6 +76,8 @@ class TaskInput(Learner):
 
     Uses PyTorch's default Linear initialisation with zero biases, as the reference does.
     """
+
+    Hparams = LrHparams
 
     def __init__(self, ctx: Context, hp: Learner.Hparams) -> None:
         super().__init__(ctx, hp)
@@ -105,7 +115,7 @@ class EWC(Learner):
     """
 
     @dataclass(frozen=True)
-    class Hparams:
+    class Hparams(RngSwitch):
         lr: float
         n_memories: int
         memory_strength: float

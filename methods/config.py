@@ -227,6 +227,10 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
     if samples is None:
         raise ClreproError(f"protocol {protocol['name']} has no samples_per_task for {dataset}; add it or an override")
     compat = {**protocol.get("compat", {}), **config["compat"]}
+    if compat.pop("rng", "fast") == "reference":
+        # absent = fast, so fast runs keep their spec keys; "reference" reaches the method as its `rng` hparam
+        compat["rng"] = hparams["rng"] = "reference"
+        _check_reference_rng(method, hparams)
     sizes = {
         "batch_size": overrides.get("batch_size", protocol["batch_size"]),
         "log_every": overrides.get("log_every", protocol["log_every"]),
@@ -257,6 +261,19 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
         "compat": {"eval_drop_last_test_example": False, **compat},
         "device": config.get("_device", config["device"]),
     }
+
+
+def _check_reference_rng(method: str, hparams: dict) -> None:
+    """compat.rng: reference, checked when the grid is resolved: the method must have a reference RNG mode (an
+    `rng` hyper-parameter) and its other hyper-parameters must allow it. Imports the method (torch) only here."""
+    import dataclasses
+
+    from .registry import get, make_hparams
+
+    if "rng" not in {f.name for f in dataclasses.fields(get(method).Hparams)}:
+        raise ClreproError(f"compat.rng: reference reproduces the GEM/MER reference code's random draws, and "
+                           f"{method} has no such reference; leave {method} out of this grid or use compat.rng: fast")
+    make_hparams(method, hparams)
 
 
 def spec_key(spec: dict) -> str:

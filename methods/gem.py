@@ -15,11 +15,19 @@ would train on the row's uninitialised slots; here unwritten slots get weight 0 
 A-GEM follows the A-GEM reference (anchors-systems.md 2.2): the same per-task memory, one reference gradient
 per step = mean CE on `sample_size` items drawn uniformly WITHOUT replacement from the written slots of the
 previous tasks (the current task is never in the reference set), projected with `projection.agem_project`.
+
+`rng` (the run's compat.rng; docs/gem.md): GEM consumes no RNG while training, as the reference, so both modes
+are the same run. A-GEM under "reference" makes facebookresearch/agem's own calls (fc_permute_mnist.py): the
+reference batch is all available items in order if there are at most `sample_size`, else
+`np.random.choice(available, sample_size, replace=False)` from numpy's global RNG; its task-end per-class fill
+is A-GEM's RNG-free per-class ring (the last n // classes examples of each class, at ring positions whose
+counters carry over between tasks). "fast" draws both with torch.randperm.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
@@ -27,6 +35,7 @@ from torch.func import functional_call, grad, vmap
 from data_prep.errors import ClreproError
 
 from .base import Context, Learner
+from .memory import RngSwitch
 from .model import assign_flat_grad, flat_grad
 from .projection import MARGIN_MODES, QPError, agem_project, gem_project
 
@@ -43,6 +52,7 @@ class TaskRingMemory:
         self.y = torch.zeros(n_tasks, n, dtype=torch.long, device=device)
         self.written = torch.zeros(n_tasks, n, dtype=torch.bool, device=device)
         self.cnt = 0   # shared by all tasks and never reset at a task switch (reference quirk)
+        self.class_cnt: torch.Tensor | None = None   # A-GEM's per-class ring counters (rng reference fill)
 
     def add(self, x: torch.Tensor, y: torch.Tensor, t: int) -> None:
         end = min(self.cnt + y.size(0), self.n)
@@ -52,10 +62,14 @@ class TaskRingMemory:
         self.written[t, self.cnt:end] = True
         self.cnt = 0 if end == self.n else end
 
-    def fill_task(self, x: torch.Tensor, y: torch.Tensor, t: int, n_classes: int) -> None:
+    def fill_task(self, x: torch.Tensor, y: torch.Tensor, t: int, n_classes: int, rng: str = "fast") -> None:
         """A-GEM's fill: at the end of task t, n // n_classes random examples of each class (without
-        replacement, torch RNG), then random others if a class is short; the row is then complete."""
+        replacement, torch RNG), then random others if a class is short; the row is then complete.
+        rng "reference": A-GEM's own RNG-free fill instead (module doc), x and y in the order they were seen."""
         per_class = self.n // n_classes
+        if rng == "reference":
+            self._fill_task_ring(x, y, t, n_classes, per_class)
+            return
         picks = []
         for c in range(n_classes):
             idx = (y == c).nonzero().squeeze(1)
@@ -71,6 +85,22 @@ class TaskRingMemory:
         self.x[t, :k].copy_(x[chosen])
         self.y[t, :k].copy_(y[chosen])
         self.written[t, :k] = True
+
+    def _fill_task_ring(self, x: torch.Tensor, y: torch.Tensor, t: int, n_classes: int, per_class: int) -> None:
+        """agem fc_permute_mnist.py: every example of class c is written to slot c * per_class + count[c] of the
+        task's block, count[c] = (count[c] + 1) % per_class, counters never reset; the last writes are kept."""
+        if self.class_cnt is None:
+            self.class_cnt = torch.zeros(n_classes, dtype=torch.long)
+        for c in range(n_classes):
+            idx = (y == c).nonzero().squeeze(1)
+            m = idx.numel()
+            first = max(0, m - per_class)            # earlier examples of the class are overwritten
+            slots = c * per_class + (self.class_cnt[c] + torch.arange(first, m)) % per_class
+            slots = slots.to(self.x.device)
+            self.x[t, slots] = x[idx[first:]]
+            self.y[t, slots] = y[idx[first:]]
+            self.written[t, slots] = True
+            self.class_cnt[c] = (self.class_cnt[c] + m) % per_class
 
     def rows(self, tasks: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x [k, n, D], y [k, n], written [k, n]) of the given tasks; a view when they are 0..k-1."""
@@ -128,7 +158,7 @@ class _PerTaskMemoryLearner(Learner):
 
     def end_task(self, t: int, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.hp.memory_fill == "task_end_per_class":
-            self.memory.fill_task(x, y, t, self.ctx.n_outputs)
+            self.memory.fill_task(x, y, t, self.ctx.n_outputs, self.hp.rng)
 
     def info(self) -> dict:
         return {"patterns_per_experience": self.n_memories, "memory_filled_per_task": self.memory.filled(),
@@ -139,7 +169,7 @@ class GEM(_PerTaskMemoryLearner):
     """Gradient Episodic Memory, exact QP projection as the reference `project2cone2`."""
 
     @dataclass(frozen=True)
-    class Hparams:
+    class Hparams(RngSwitch):                  # rng: no RNG consumed while training, same run either way
         lr: float
         memory_strength: float                  # gamma: lower bound on the dual variables (reference)
         qp_ridge: float = 1e-3                  # eps*I added to the Gram matrix (GEM's PSD fix; MER's copy: 0)
@@ -204,7 +234,7 @@ class AGEM(_PerTaskMemoryLearner):
     """Averaged GEM: one reference gradient from a sample of the past tasks' memory, closed-form projection."""
 
     @dataclass(frozen=True)
-    class Hparams:
+    class Hparams(RngSwitch):                  # rng: "reference" = A-GEM's own draw and fill (module doc)
         lr: float
         sample_size: int = 256                 # A-GEM's eps_mem_batch, drawn without replacement
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
@@ -216,10 +246,16 @@ class AGEM(_PerTaskMemoryLearner):
         super().__init__(ctx, hp, "agem")
 
     def reference_sample(self, past: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """min(sample_size, available) written past-task items, uniformly without replacement (torch RNG)."""
+        """min(sample_size, available) written past-task items, uniformly without replacement (torch RNG;
+        rng "reference": A-GEM's numpy draw, module doc)."""
         x, y, written = self.memory.rows(past)
         available = written.reshape(-1).nonzero().squeeze(1)   # gather only the drawn rows, not the memory
-        pick = available[torch.randperm(available.numel())[: self.hp.sample_size].to(available.device)]
+        n, k = available.numel(), self.hp.sample_size
+        if self.hp.rng == "reference":
+            order = torch.arange(n) if n <= k else torch.from_numpy(np.random.choice(n, k, replace=False))
+        else:
+            order = torch.randperm(n)[:k]
+        pick = available[order.to(available.device)]
         return x.reshape(-1, x.size(-1))[pick], y.reshape(-1)[pick]
 
     def observe(self, x, t, y):

@@ -12,10 +12,18 @@ quirks as switches that default to the reference behaviour:
 The caller adds the current example AFTER its parameter step (reference order), so an example is never
 replayed in the step that first trains on it. All draws use Python's global `random`, which the protocol
 seeds with the run seed, as the reference does; the stored examples live on the device as tensors.
+
+`rng_mode` (the run's `compat.rng`, reaching the methods as the `rng` hyper-parameter of `RngSwitch`) says how
+the draws consume that RNG. `"fast"`: one `random.randrange(size)` per replayed item. `"reference"`: exactly
+the reference's calls, so a seed gives the reference's draws: per replay batch a fresh
+`order = list(range(size))`, then for item j `random.shuffle(order)` and `order[j]` (O(size) per item, as
+slow as the reference). The reservoir's `random.randint(0, age)` is already the reference's call.
 """
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -23,11 +31,36 @@ from data_prep.errors import ClreproError
 
 RANDINT_MODES = ("inclusive", "vitter")
 DRAW_MODES = ("with_replacement", "without_replacement")
+RNG_MODES = ("fast", "reference")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RngSwitch:
+    """The run's `compat.rng` as a hyper-parameter of every method with a GEM/MER reference code.
+
+    methods.config.resolve_run copies `compat.rng` into the hyper-parameters (absent = "fast"); a method that
+    consumes no RNG while training (online, GEM, EWC, ...) behaves the same under both. `REFERENCE_RNG` names
+    hyper-parameter values the reference's RNG calls require: under "reference" any other value is an error.
+    """
+
+    REFERENCE_RNG: ClassVar[dict] = {}
+    rng: str = "fast"
+
+    def __post_init__(self) -> None:
+        if self.rng not in RNG_MODES:
+            raise ClreproError(f"compat.rng must be one of {RNG_MODES}, not {self.rng!r}")
+        if self.rng == "reference":
+            for name, value in self.REFERENCE_RNG.items():
+                if getattr(self, name) != value:
+                    raise ClreproError(f"compat.rng: reference reproduces the reference code's random draws, which "
+                                       f"need {name}: {value!r}, not {getattr(self, name)!r}; drop that "
+                                       f"hyper-parameter override or use compat.rng: fast")
 
 
 class ReservoirMemory:
     def __init__(self, capacity: int, n_inputs: int, device: torch.device,
-                 randint: str = "inclusive", draw: str = "with_replacement", rng=random) -> None:
+                 randint: str = "inclusive", draw: str = "with_replacement", rng=random,
+                 rng_mode: str = "fast") -> None:
         if capacity < 1:
             raise ClreproError(f"replay methods need a memory of at least 1 example, got {capacity}; "
                                "set a positive memory in the config grid")
@@ -35,8 +68,14 @@ class ReservoirMemory:
             raise ClreproError(f"reservoir_randint must be one of {RANDINT_MODES}, not {randint!r}")
         if draw not in DRAW_MODES:
             raise ClreproError(f"replay_draw must be one of {DRAW_MODES}, not {draw!r}")
+        if rng_mode not in RNG_MODES:
+            raise ClreproError(f"compat.rng must be one of {RNG_MODES}, not {rng_mode!r}")
+        if rng_mode == "reference" and (randint, draw) != ("inclusive", "with_replacement"):
+            raise ClreproError(f"compat.rng: reference reproduces the reference code's draws, which need "
+                               f"reservoir_randint 'inclusive' and replay_draw 'with_replacement', not "
+                               f"{randint!r} and {draw!r}")
         self.capacity = capacity
-        self.randint, self.draw_mode, self.rng = randint, draw, rng
+        self.randint, self.draw_mode, self.rng, self.rng_mode = randint, draw, rng, rng_mode
         self.x = torch.zeros(capacity, n_inputs, device=device)
         self.y = torch.zeros(capacity, dtype=torch.long, device=device)
         self.t = torch.zeros(capacity, dtype=torch.long, device=device)
@@ -67,6 +106,14 @@ class ReservoirMemory:
     def draw_indices(self, n: int) -> list[int]:
         """min(n, size) slot indices, as the reference's replay draw."""
         n = min(n, self.size)
+        if self.rng_mode == "reference":
+            # MER getBatch: one list per batch, reshuffled whole before each item (shuffles compound)
+            order = list(range(self.size))
+            drawn = []
+            for j in range(n):
+                self.rng.shuffle(order)
+                drawn.append(order[j])
+            return drawn
         if self.draw_mode == "with_replacement":
             return [self.rng.randrange(self.size) for _ in range(n)]
         return self.rng.sample(range(self.size), n)

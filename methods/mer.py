@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -104,6 +105,7 @@ class MERAlg6(MERLearner):
 
     @dataclass(frozen=True)
     class Hparams(MERSwitches):
+        REFERENCE_RNG: ClassVar[dict] = {**MERSwitches.REFERENCE_RNG, "meralg6_extra_draw": True}
         lr: float = 0.1
         gamma: float = 1.0
         replay_batch_size: int = 20

@@ -7,18 +7,20 @@ the current example LAST, take one SGD step on the batch loss, then offer the ex
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from .base import Context, Learner
-from .memory import ReservoirMemory
+from .memory import ReservoirMemory, RngSwitch
 
 
 @dataclass(frozen=True)
-class ReplaySwitches:
+class ReplaySwitches(RngSwitch):
     """Reference quirks shared by every replay method (defaults = reference behaviour; docs/replay.md)."""
 
+    REFERENCE_RNG: ClassVar[dict] = {"reservoir_randint": "inclusive", "replay_draw": "with_replacement"}
     reservoir_randint: str = "inclusive"      # or "vitter"
     replay_draw: str = "with_replacement"     # or "without_replacement"
 
@@ -30,7 +32,7 @@ class ReplayLearner(Learner):
         super().__init__(ctx, hp)
         self.net = self.build_net().to(ctx.device)
         self.memory = ReservoirMemory(ctx.memory, ctx.n_inputs, ctx.device,
-                                      randint=hp.reservoir_randint, draw=hp.replay_draw)
+                                      randint=hp.reservoir_randint, draw=hp.replay_draw, rng_mode=hp.rng)
 
     def replay_batch(self, x: torch.Tensor, y: torch.Tensor, current_first: bool):
         """Current example plus min(k-1, stored) replayed items: (x, y, task ids, memory indices)."""
