@@ -7,6 +7,7 @@ learning, and hand-made values make every expected number obvious.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -277,3 +278,28 @@ def test_curve_tasks_keep_first_and_last():
     assert records.curve_tasks(100, 5) == [0, 25, 50, 74, 99]
     evals = records.eval_long([fake_record("rotations", "online", 0, 0, R1, B)], max_tasks=2)
     assert sorted(evals["eval_task"].unique()) == [0, 2]
+
+
+def test_readme_results_section_is_generated_from_the_snapshot_tables():
+    """No hand-typed numbers: README's results section equals what analysis.readme renders from docs/results."""
+    from pathlib import Path
+
+    from analysis import readme
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    body = text.split(readme.BEGIN, 1)[1].split(readme.END, 1)[0].strip()
+    names = re.findall(r"^#### `(paper_\w+\.md)`$", body, re.M)
+    assert names, "the README's results section names no table"
+    assert body == readme.render([root / "docs" / "results" / n for n in names]).strip()
+
+
+def test_readme_splice_replaces_only_the_marked_section(tmp_path):
+    from analysis import readme
+
+    doc = f"intro\n{readme.BEGIN}\nold numbers\n{readme.END}\noutro\n"
+    out = readme.splice(doc, "new table")
+    assert out == f"intro\n{readme.BEGIN}\nnew table\n{readme.END}\noutro\n"
+    assert readme.splice(out, "new table") == out
+    with pytest.raises(ClreproError, match="markers"):
+        readme.splice("no markers here", "x")
