@@ -191,6 +191,13 @@ def max_log_diff(a: dict, b: dict) -> float:
     return max(abs(x - y) for ra, rb in zip(a["acc"], b["acc"]) for x, y in zip(ra, rb))
 
 
+def small(x: float, signed: bool = False) -> str:
+    """A difference: 4 decimals, or scientific notation below 1e-4 (float rounding, not a test image)."""
+    if abs(x) < 1e-4:
+        return f"{x:+.1e}" if signed else f"{x:.1e}"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     m = sum(values) / len(values)
     s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
@@ -251,7 +258,7 @@ def agreement_table(rows: list[dict], args) -> str:
     for r in rows:
         ref, mine = acc(r["reference"]), acc(r["clrepro_reference"])
         out.append(f"| {r['method']} | {r['dataset']} | {r['memory']} | {r['seed']} | {ref:.4f} | {mine:.4f} | "
-                   f"{mine - ref:+.4f} | {max_log_diff(r['reference'], r['clrepro_reference']):.4f} | "
+                   f"{small(mine - ref, True)} | {small(max_log_diff(r['reference'], r['clrepro_reference']))} | "
                    f"{acc(r['fast']):.4f} |")
     out += ["", "Per cell, mean ± sample std over the seeds. Within noise: |fast − reference| ≤ 2·SE, "
             "SE = sqrt(s_ref²/n + s_fast²/n).\n",
@@ -269,7 +276,7 @@ def agreement_table(rows: list[dict], args) -> str:
         se2 = 2 * math.sqrt(sr ** 2 / len(rs) + sf ** 2 / len(rs))
         worst = max(abs(a - b) for a, b in zip(mine, ref))
         out.append(f"| {method} | {dataset} | {memory} | {len(rs)} | {mr:.4f} ± {sr:.4f} | {mm:.4f} ± {sm:.4f} | "
-                   f"{worst:.4f} | {mf:.4f} ± {sf:.4f} | {mf - mr:+.4f} | {se2:.4f} | "
+                   f"{small(worst)} | {mf:.4f} ± {sf:.4f} | {mf - mr:+.4f} | {se2:.4f} | "
                    f"{'yes' if abs(mf - mr) <= se2 else 'NO'} |")
     return "\n".join(out) + "\n"
 
