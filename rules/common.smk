@@ -1,9 +1,9 @@
 # Shared helpers: the validated config, the grid and the paths. Imported at parse time, torch-free.
 import json
-from pathlib import Path
 import os
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 envvars:

@@ -1,9 +1,9 @@
 # MNIST acquisition and the task streams (pixel maps + sha256 manifests).
 
 
-# Data outputs are update(): the commands replace them atomically, and Snakemake neither deletes them before
-# a job nor keeps a failed job from restoring them, so a failed data step (say, a corrupt MNIST copy) leaves
-# the verified data, and every run trained on it, in place.
+# Data outputs are update(): the commands replace them atomically, Snakemake does not delete them before a
+# job, and it restores the previous version when the job fails. So a failed data step (say, a corrupt MNIST
+# copy) leaves the verified data, and every run trained on it, in place.
 # Where MNIST is read from is not a param: every copy is verified against the canonical MD5s, so pointing
 # mnist.source_dir at another (identical) copy must not rebuild anything. It reaches the command as a
 # resource, which Snakemake does not treat as a rerun trigger.
