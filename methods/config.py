@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from data_prep.errors import ClreproError
+from data_prep.errors import ClreproError, one_line_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_SCHEMA = ROOT / "config" / "schema.yaml"
@@ -318,19 +318,15 @@ def check_configfiles(args: list[str]) -> None:
         load_layered(name)
 
 
+@one_line_errors
 def main(argv=None) -> int:
     """`python -m methods.config check-args SNAKEMAKE_ARGS...` (what ./clrepro runs before Snakemake)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] != "check-args":
-        print("usage: python -m methods.config check-args [snakemake args]", file=sys.stderr)
-        return 2
-    try:
-        check_configfiles(args[1:])
-    except ClreproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise ClreproError("usage: python -m methods.config check-args [snakemake args]")
+    check_configfiles(args[1:])
     return 0
 
 
