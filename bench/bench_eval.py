@@ -118,7 +118,8 @@ def bench_stream(config, stream, dataset, methods, args, gemm: float) -> None:
     n_eval = count_evaluations(stream.n_tasks, n_train, 1, config["_protocol"]["log_every"])
     n_scored = stream.n_tasks * after.n_scored
     print(f"\n{dataset}: {stream.n_tasks} tasks x {after.n_scored} test images; per run {n_eval} evaluations, "
-          f"{stream.n_tasks} x {n_train} training examples; eval CPU s (fastest of {args.evals}), {args.threads} thread(s)")
+          f"{stream.n_tasks} x {n_train} training examples; eval CPU s (fastest of {args.evals}), "
+          f"{args.threads} thread(s)")
     print(f"  {'method':12s} {'before s/eval':>13s} {'after s/eval':>12s} {'before s/run':>12s} {'after s/run':>11s} "
           f"{'ratio':>6s} {'train s/run':>11s} {'eval share':>16s} {'flipped':>14s}")
     for method in methods:

@@ -68,8 +68,9 @@ class Evaluator:
     task instead of 784 x N pixels, and the T folded layers side by side make ONE large GEMM (N images x all
     tasks' hidden units), run in image chunks whose activations stay in cache for the layers above.
     Zero pixels add nothing, so on the CPU the images are grouped by the pixels they use (support_groups)
-    and each group's GEMM runs over those pixels only: a third fewer FLOPs on MNIST. This sums the same products in another order, so logits can differ in the last bits from the per-task
-    matmul; docs/scale.md counts the argmax flips (tests/test_evaluation.py bounds them).
+    and each group's GEMM runs over those pixels only: a third fewer FLOPs on MNIST. This sums the same
+    products in another order, so logits can differ in the last bits from the per-task matmul;
+    docs/scale.md counts the argmax flips (tests/test_evaluation.py bounds them).
 
     Other learners get the per-task path: one row gather of the pixel-major images into a reused buffer,
     whose transposed view feeds the learner directly.
@@ -133,15 +134,15 @@ class Evaluator:
         plain = all(layer.bias is not None and layer.weight.dtype == self.pixels.dtype for ls in layers for layer in ls)
         return layers if plain and len(shapes) == 1 and layers[0][0].in_features == self.maps.shape[1] else None
 
-    def _fold(self, firsts: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor]:
-        """All tasks' first layers with their pixel maps folded in: K x (T * H) weights, T * H biases."""
-        n_used, width = self._n_used, firsts[0].out_features
-        if self._folded.shape != (n_used + 1, self.n_tasks, width):
-            self._folded = self.pixels.new_empty(n_used + 1, self.n_tasks, width)
-        w = self._folded.zero_()
+    def _fold(self, firsts: list[nn.Linear], rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tasks' first layers with their pixel maps (rows) folded in: K x (tasks * H) weights and biases."""
+        shape = torch.Size((self._n_used + 1, len(firsts), firsts[0].out_features))
+        if self._folded.numel() < shape.numel():
+            self._folded = self.pixels.new_empty(shape.numel())
+        w = self._folded[: shape.numel()].view(shape).zero_()
         for t, layer in enumerate(firsts):
-            w[:, t].index_add_(0, self._rows[t], layer.weight.t())
-        return w[:n_used].view(n_used, -1), torch.cat([layer.bias for layer in firsts])
+            w[:, t].index_add_(0, rows[t], layer.weight.t())
+        return w[: self._n_used].view(self._n_used, -1), torch.cat([layer.bias for layer in firsts])
 
     def _chunk(self, width: int) -> int:
         """Images per GEMM: ~2 MB of activations on the CPU (they stay in cache across layers), more elsewhere."""
@@ -149,15 +150,22 @@ class Evaluator:
         return max(1, min(self.n_scored, budget // width))
 
     def _fused(self, layers: list[list[nn.Linear]]) -> torch.Tensor:
-        w1, b1 = self._fold([ls[0] for ls in layers])
+        """Predictions (T x N) in blocks of tasks whose folded weights stay cache-sized (20 of width 100):
+        with all 100 tasks of Many Permutations at once, every image chunk would stream them from memory."""
+        block = max(1, 2 ** 11 // layers[0][0].out_features)
+        return torch.cat([self._fused_block(layers[t: t + block], self._rows[t: t + block])
+                          for t in range(0, self.n_tasks, block)])
+
+    def _fused_block(self, layers: list[list[nn.Linear]], rows: torch.Tensor) -> torch.Tensor:
+        w1, b1 = self._fold([ls[0] for ls in layers], rows)
         tail = [_stacked(depth) for depth in zip(*(ls[1:] for ls in layers))]
-        pred = torch.empty(self.n_scored, self.n_tasks, dtype=torch.long, device=w1.device)
+        pred = torch.empty(self.n_scored, len(layers), dtype=torch.long, device=w1.device)
         step, done = self._chunk(w1.shape[1]), 0
         for pixels, images in self._groups:
             w = w1.index_select(0, pixels)
             for i in range(0, len(images), step):
                 x = images[i: i + step]
-                h = torch.addmm(b1, x, w).view(len(x), self.n_tasks, -1)
+                h = torch.addmm(b1, x, w).view(len(x), len(layers), -1)
                 for weight, bias in tail:
                     h = _linear(h.relu_(), weight, bias)
                 torch.argmax(h, 2, out=pred[done: done + len(x)])
@@ -165,7 +173,7 @@ class Evaluator:
         return pred[self._ungroup].t()
 
 
-def support_groups(images: torch.Tensor, n_groups: int, iters: int = 10) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def support_groups(images: torch.Tensor, n_groups: int, iters: int = 10) -> list[tuple[torch.Tensor, ...]]:
     """Images (N x K) grouped by the pixels they use: per group (its image indices, the pixels any of them uses).
 
     A group's first-layer GEMM needs only its own used pixels: k-means on the images' nonzero masks makes
