@@ -32,7 +32,8 @@ from methods.config import load_config, prepare, resolve_run, spec_key
 from methods.gem import TaskRingMemory
 from methods.memory import ReservoirMemory
 
-DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 REFERENCE = json.loads((DATA / "reference_rng.json").read_text())
 FAST = json.loads((DATA / "rng_fast_golden.json").read_text())
 SETUP = REFERENCE["setup"]
@@ -182,7 +183,7 @@ def test_fast_rng_is_unchanged(run_logged, i):
 # ---- the switch: config, spec, errors ---------------------------------------------------------------------
 
 def test_fast_is_absent_from_the_spec_so_existing_records_keep_their_keys():
-    config = load_config("config/config.yaml")
+    config = load_config(ROOT / "config" / "config.yaml")
     explicit = copy.deepcopy(config)
     explicit["compat"]["rng"] = "fast"
     for method, memory in [("eralg4", 500), ("meralg6", 500), ("gem", 500), ("online", 0)]:
@@ -192,7 +193,7 @@ def test_fast_is_absent_from_the_spec_so_existing_records_keep_their_keys():
 
 
 def test_reference_reaches_every_gem_mer_method_as_its_rng_hparam():
-    config = load_config("config/config.yaml")
+    config = load_config(ROOT / "config" / "config.yaml")
     fast = {m: spec_key(resolve_run(config, "rotations", m, 500 if registry.get(m).__module__ != "methods.baselines"
                                     else 0, 0)) for m in REPLAY + NO_RNG + ["agem"]}
     config["compat"]["rng"] = "reference"
@@ -206,7 +207,7 @@ def test_reference_reaches_every_gem_mer_method_as_its_rng_hparam():
 
 @pytest.mark.parametrize("method", ["dgr", "taagem"])
 def test_methods_without_a_reference_code_refuse_reference_rng_at_resolve_time(method):
-    config = load_config("config/config.yaml")
+    config = load_config(ROOT / "config" / "config.yaml")
     config["compat"]["rng"] = "reference"
     memory = 0 if method == "dgr" else 500
     with pytest.raises(ClreproError, match=f"compat.rng: reference .* {method} has no such reference"):
@@ -219,7 +220,7 @@ def test_methods_without_a_reference_code_refuse_reference_rng_at_resolve_time(m
     ("meralg6", {"meralg6_extra_draw": False}, "meralg6_extra_draw"),
 ])
 def test_reference_rng_refuses_quirk_switches_that_change_the_draws(method, override, name):
-    config = load_config("config/config.yaml")
+    config = load_config(ROOT / "config" / "config.yaml")
     config["compat"]["rng"] = "reference"
     config["hparams"] = {method: override}
     with pytest.raises(ClreproError, match=f"compat.rng: reference .* need {name}"):
