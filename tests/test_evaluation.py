@@ -61,6 +61,14 @@ def plain_logits(stream, learner, n_scored):
     return logits
 
 
+def flips_at_ties(pred, logits):
+    """Where the predictions differ from the logits' argmax (T x N), asserting each is a float tie."""
+    top2 = logits.topk(2, dim=2).values
+    flipped = pred != logits.argmax(2)
+    assert (top2[..., 0] - top2[..., 1])[flipped].lt(TIE).all()   # disagreements only at float ties
+    return flipped
+
+
 class Mirrored(Online):
     """Online's net on the pixels in reverse order: a forward that is NOT the MLP on the input."""
 
@@ -107,9 +115,7 @@ def test_fused_scores_as_plain_loop(make_stream, dataset, drop_last, method, hpa
     ev = protocol.Evaluator(stream, N_TEST, CPU, drop_last)
     assert ev._task_mlps(learner) is not None  # the fused path, not the per-task fallback
     logits = plain_logits(stream, learner, ev.n_scored)
-    top2 = logits.topk(2, dim=2).values
-    flipped = ev.predictions(learner) != logits.argmax(2)
-    assert (top2[..., 0] - top2[..., 1])[flipped].lt(TIE).all()   # disagreements only at float ties
+    flipped = flips_at_ties(ev.predictions(learner), logits)
     correct = (logits.argmax(2) == torch.from_numpy(stream.test_labels[: ev.n_scored])).sum(1)
     expected = (correct.double() / N_TEST).tolist()
     fast = ev(learner)
@@ -117,6 +123,17 @@ def test_fused_scores_as_plain_loop(make_stream, dataset, drop_last, method, hpa
         assert abs(acc - want) <= n_flipped / N_TEST + 1e-12
     assert len(set(fast)) > 1 and max(fast) > 0.15  # a trained model (chance is 0.1), different per task
     assert learner.training
+
+
+@pytest.mark.parametrize("method", ["online", "taskinput"])
+def test_fused_task_blocks(make_stream, method):
+    """More tasks than one fused block (20 of width 100): each block folds its own tasks' maps and layers."""
+    stream = make_stream("permutations", n_tasks=23)
+    learner = trained_learner(stream, method, {"lr": 0.2})
+    ev = protocol.Evaluator(stream, 500, CPU, False)
+    logits = plain_logits(stream, learner, 500)
+    flipped = flips_at_ties(ev.predictions(learner), logits)
+    assert flipped.sum() <= 2 and logits.argmax(2)[20:].ne(logits.argmax(2)[:3]).any()
 
 
 def test_mlp_layers_only_for_plain_mlps():
