@@ -15,6 +15,7 @@ Nothing here runs in the test suite: it needs the reference clones and hours of 
   python bench/reference_agreement.py run --mer-repo DIR --gem-repo DIR --work DIR [--mnist DIR]
       [--datasets rotations permutations] [--n-tasks 20] [--samples 1000] [--n-test 2000] [--log-every 100]
       [--methods eralg4 meralg6] [--memories 200 500] [--seeds 0 1 2 3 4] [--table FILE.md] [--jobs 1]
+      [--cached-only]
   python bench/reference_agreement.py freeze --mer-repo DIR --gem-repo DIR --work DIR --out tests/data/reference_rng.json
 
 `run` caches every finished run under --work (rerunning only adds the missing ones) and prints the agreement
@@ -223,9 +224,17 @@ def cmd_run(args) -> int:
                 for seed in args.seeds:
                     cells.append((dataset, method, memory, seed, data))
 
+    def name_of(cell):
+        dataset, method, memory, seed, _ = cell
+        return f"{dataset}_T{args.n_tasks}_n{args.samples}_test{args.n_test}_log{args.log_every}/{method}_mem{memory}_seed{seed}"
+
+    if args.cached_only:   # the table of what earlier invocations finished, nothing run
+        cells = [c for c in cells if all((work / "runs" / name_of(c) / f).exists() for f in
+                                         ("reference/result.json", "clrepro_reference.json", "clrepro_fast.json"))]
+
     def one(cell):
         dataset, method, memory, seed, (stream_dir, mnist_dir, export) = cell
-        name = f"{dataset}_T{args.n_tasks}_n{args.samples}_test{args.n_test}_log{args.log_every}/{method}_mem{memory}_seed{seed}"
+        name = name_of(cell)
         specs = {rng: clrepro_spec(dataset, args.n_tasks, method, memory, seed, args.samples, args.n_test,
                                    args.log_every, rng, args.stream_seed) for rng in ("reference", "fast")}
         ref = run_reference(repos, specs["reference"], export, work / "runs" / name / "reference")
@@ -393,6 +402,7 @@ def main(argv=None) -> int:
     q.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     q.add_argument("--table", help="also write the Markdown table here")
     q.add_argument("--jobs", type=int, default=1, help="cells run at once (a 20-task export is ~4 GB per reference run)")
+    q.add_argument("--cached-only", action="store_true", help="only tabulate the cells already finished in --work")
     sub.choices["freeze"].add_argument("--out", required=True)
     args = p.parse_args(argv)
     return cmd_run(args) if args.cmd == "run" else cmd_freeze(args)
