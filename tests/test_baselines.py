@@ -74,3 +74,30 @@ def test_independent_finetune_gives_zero_forward_transfer(run_train):
     for t in range(1, 3):
         assert R[t - 1, t] == b[t]  # net t is untouched until its first batch
     assert rec["metrics"]["FWT"]["paper"] == 0.0
+
+
+def test_ewc_graph_free_penalty_step_is_bitwise_the_autograd_step(make_stream):
+    """EWC adds its penalty's gradient without autograd (faster); on real MNIST batches, 2 tasks, 30 steps,
+    the parameters stay bitwise equal to the steps `loss = CE + penalty(); loss.backward()` would take."""
+    stream = make_stream("permutations", n_tasks=2)
+    x = torch.from_numpy(stream.task_images("train", 1, np.arange(300))).float() / 255
+    y = torch.from_numpy(stream.train_labels[:300])
+    for width in (100, 256):
+        torch.manual_seed(3)
+        fast = registry.build("ewc", ctx(n_tasks=2, n_hiddens=width), {"lr": 0.03, "n_memories": 50,
+                                                                         "memory_strength": 10.0})
+        slow = registry.build("ewc", ctx(n_tasks=2, n_hiddens=width), {"lr": 0.03, "n_memories": 50,
+                                                                         "memory_strength": 10.0})
+        slow.load_state_dict(fast.state_dict())
+        for i in range(0, 100, 10):          # task 0: fills the Fisher memory
+            fast.observe(x[i:i + 10], 0, y[i:i + 10])
+            slow.observe(x[i:i + 10], 0, y[i:i + 10])
+        fast.observe(x[100:110], 1, y[100:110])  # task switch: consolidation, then penalised steps
+        slow.observe(x[100:110], 1, y[100:110])
+        for i in range(110, 300, 10):
+            fast.observe(x[i:i + 10], 1, y[i:i + 10])
+            slow.opt.zero_grad()                 # the autograd formulation, step by step
+            (F.cross_entropy(slow.net(x[i:i + 10]), y[i:i + 10]) + slow.penalty()).backward()
+            slow.opt.step()
+        for a, b in zip(fast.parameters(), slow.parameters()):
+            assert torch.equal(a, b)
