@@ -303,3 +303,25 @@ def test_readme_splice_replaces_only_the_marked_section(tmp_path):
     assert readme.splice(out, "new table") == out
     with pytest.raises(ClreproError, match="markers"):
         readme.splice("no markers here", "x")
+
+
+def test_fidelity_compares_cut_down_grid_with_full_protocol():
+    """analysis.fidelity: per cell, short-grid mean vs full-protocol mean of final ACC, difference and flag.
+    Hand-made 2-task records whose ACC (mean of R's last row) is obvious."""
+    from analysis import fidelity
+
+    def run(method, seed, last_row):
+        return fake_record("rotations", method, 500, seed, [[0.9, 0.1], last_row], [0.1, 0.1])
+
+    short = records.tidy([run("gem", 0, [0.80, 0.80]), run("eralg4", 0, [0.70, 0.70])])
+    full = records.tidy([run("gem", s, [v, v]) for s, v in enumerate([0.78, 0.80, 0.82])]
+                        + [run("eralg4", s, [v, v]) for s, v in enumerate([0.64, 0.66])]
+                        + [run("online", 0, [0.5, 0.5])])   # not in the short grid: left out
+    table = fidelity.compare(short, full, tol=0.03).set_index("method")
+    assert list(table.index) == ["gem", "eralg4"]
+    assert table.loc["gem", "mean_full"] == pytest.approx(0.80) and table.loc["gem", "n_full"] == 3
+    assert table.loc["gem", "diff"] == pytest.approx(0.0) and table.loc["gem", "within"]
+    assert table.loc["eralg4", "diff"] == pytest.approx(0.05) and not table.loc["eralg4", "within"]
+    text = fidelity.to_markdown(table.reset_index(), "ACC", 0.03)
+    assert "| rotations | eralg4 | 500 | 0.700 (n=1) | 0.650 ± 0.014 (n=2) | +0.050 | **no** |" in text
+    assert "1 of 2 cells within 0.03" in text

@@ -44,6 +44,17 @@ def test_evaluation_cadence_and_accuracy_matrix(run_train):
     assert abs(np.mean(rec["b"]) - 0.1) < 0.08  # random init is near chance
 
 
+@pytest.mark.parametrize("method,memory", [("eralg4", 200), ("taagem", 200), ("dgr", 0)])
+def test_evaluation_cadence_leaves_R_unchanged(run_train, tmp_path, method, memory):
+    """The default grid evaluates at task boundaries only and claims the same R as the protocol's every-100
+    cadence: evaluation must not consume the training RNGs or touch the model. Methods that draw while
+    training (replay, clustering memory, generator) on a real stream; a 5-example cadence vs boundaries."""
+    recs = [run_train(method, n_tasks=3, samples=40, memory=memory, out=tmp_path / f"{every}.json",
+                      overrides={"log_every": every})[0] for every in (5, 1000000)]
+    assert len(recs[0]["eval_log"]["task"]) > 3 * len(recs[1]["eval_log"]["task"])
+    assert recs[0]["R"] == recs[1]["R"] and recs[0]["b"] == recs[1]["b"]
+
+
 def test_same_seed_same_bytes_and_other_seed_differs(run_train, tmp_path):
     rec_a, _ = run_train("online", seed=3, out=tmp_path / "a.json", hparams={"lr": 0.01})
     rec_b, _ = run_train("online", seed=3, out=tmp_path / "b.json", hparams={"lr": 0.01})
