@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-tasks", type=int, required=True)
     p.add_argument("--min-deg", type=float, default=0.0)
     p.add_argument("--max-deg", type=float, default=180.0)
+    p.add_argument("--angles", default=None, help="rotation: binned (GEM, default) or even (TA-A-GEM)")
+    p.add_argument("--classes", default=None, help="class_split: each task's classes as JSON, e.g. [[0,1],[2,3]]")
     p.add_argument("--stream-seed", type=int, required=True)
     p.add_argument("--mnist", required=True, help="directory written by the mnist command")
     p.add_argument("--out", required=True)
@@ -38,10 +40,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[mnist] verified MD5 of all four files from {source}")
         print(f"[mnist] wrote {mnist.write(arrays, Path(args.out))}")
     elif args.cmd == "stream":
-        from .streams import StreamDef, verify_manifest, write_stream
+        import json
+
+        from .streams import stream_def, verify_manifest, write_stream
         mnist_manifest = Path(args.mnist) / "manifest.json"
         verify_manifest(mnist_manifest)
-        sdef = StreamDef(args.kind, args.n_tasks, args.min_deg, args.max_deg)
+        entry = {"kind": args.kind, "n_tasks": args.n_tasks, "min_deg": args.min_deg, "max_deg": args.max_deg,
+                 **({"angles": args.angles} if args.angles else {}),
+                 **({"splits": json.loads(args.classes)} if args.classes else {})}
+        sdef = stream_def(args.dataset, entry)   # the same checks as the config's, one line each
         print(f"[stream] wrote {write_stream(Path(args.out), args.dataset, sdef, args.stream_seed, mnist_manifest)}")
     else:
         from .export_reference import export

@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from data_prep.errors import ClreproError, one_line_errors
+from data_prep.streams import stream_def
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_SCHEMA = ROOT / "config" / "schema.yaml"
@@ -122,6 +123,8 @@ def workflow_config(configfiles: list, cli: dict | None = None, root: Path = ROO
 def prepare(config: dict) -> dict:
     """Validate a workflow config and attach its validated protocol under `_protocol`."""
     validate(config, CONFIG_SCHEMA, "config")
+    for name, entry in config["streams"].items():
+        stream_def(name, entry)   # a class split's classes, a rotation's angles: one line naming the fix
     for dataset in config["datasets"]:
         if dataset not in config["streams"]:
             raise ClreproError(f"unknown dataset {dataset!r}; use one of {sorted(config['streams'])} "
@@ -248,9 +251,11 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
     return {
         "dataset": dataset, "method": method, "memory": memory, "seed": seed,
         "stream_seed": config["stream_seed"], "n_tasks": n_tasks,
-        "stream_def": {"kind": stream["kind"], "n_tasks": stream["n_tasks"],
-                       "min_deg": float(stream.get("min_deg", 0)), "max_deg": float(stream.get("max_deg", 180))},
+        "stream_def": stream_def(dataset, stream).spec(),
         "protocol": protocol["name"],
+        # absent = independent (each task its own draw), so the runs that predate the option keep their keys
+        **({"task_images": protocol["task_images"]} if protocol.get("task_images", "independent") != "independent"
+           else {}),
         # tasks [skip_tasks, stream n_tasks) are trained and scored: n_tasks counts those
         "skip_tasks": protocol["skip_tasks"], "lca_batches": protocol["lca_batches"],
         **sizes,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from data_prep.errors import ClreproError
 from data_prep.streams import TaskStream
 
 from .base import Learner
@@ -35,16 +36,60 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def make_schedule(n_tasks: int, n_train: int, samples_per_task: int) -> Schedule:
-    """Consumes the global RNGs as the reference Continuum: T torch.randperm, then T random.shuffle."""
-    n = min(samples_per_task, n_train) if samples_per_task > 0 else n_train
-    subsets = [torch.randperm(n_train)[:n] for _ in range(n_tasks)]
+def make_schedule(n_tasks: int, n_train: int, samples_per_task: int, pools: list[np.ndarray] | None = None,
+                  task_images: str = "independent") -> Schedule:
+    """Each task's training subset and its order.
+
+    `pools`: per task, the training images it may use (TaskStream.task_split; None = all n_train, a pixel-map
+    stream). "independent" consumes the global RNGs as the reference Continuum: T torch.randperm (one per
+    task, over its pool), then T random.shuffle. "disjoint": ONE torch.randperm of the n_train images, dealt
+    out by disjoint_subsets, then the same T random.shuffle. A task takes min(samples_per_task, available).
+    """
+    pools = pools if pools is not None else [np.arange(n_train)] * n_tasks
+    if task_images not in TASK_IMAGES:
+        raise ClreproError(f"unknown task_images {task_images!r}; use one of {', '.join(TASK_IMAGES)}")
+    available = TASK_IMAGES[task_images](pools, n_train)
+    subsets = [torch.from_numpy(a[: _take(samples_per_task, len(a))]) for a in available]
     order = []
-    for _ in range(n_tasks):
-        items = list(range(n))
+    for subset in subsets:
+        items = list(range(len(subset)))
         random.shuffle(items)
         order.append(torch.tensor(items, dtype=torch.long))
     return Schedule(order, subsets)
+
+
+def _take(samples_per_task: int, n: int) -> int:
+    return min(samples_per_task, n) if samples_per_task > 0 else n
+
+
+def independent_subsets(pools: list[np.ndarray], n_train: int) -> list[np.ndarray]:  # noqa: ARG001
+    """Each task its own random order of its pool: one torch.randperm per task (the reference's draws)."""
+    return [pool[torch.randperm(len(pool)).numpy()] for pool in pools]
+
+
+def disjoint_subsets(pools: list[np.ndarray], n_train: int) -> list[np.ndarray]:
+    """One permutation of the training images; the tasks that share a pool cut it, in permutation order, into
+    equal consecutive chunks (pixel-map streams: 60,000 / 5 tasks = 12,000 each), and tasks with pools of
+    their own (a class split) keep all of theirs. No image is in two tasks, as long as pools are either the
+    same or disjoint (every stream kind's are)."""
+    perm = torch.randperm(n_train).numpy()
+    rank = np.empty(n_train, dtype=np.int64)
+    rank[perm] = np.arange(n_train)
+    sharing: dict[bytes, list[int]] = {}
+    for t, pool in enumerate(pools):
+        sharing.setdefault(pool.tobytes(), []).append(t)
+    out: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(pools)
+    for tasks in sharing.values():
+        pool = pools[tasks[0]]
+        ordered = pool[np.argsort(rank[pool], kind="stable")]
+        size = len(ordered) // len(tasks)
+        for k, t in enumerate(tasks):
+            out[t] = ordered[k * size: (k + 1) * size]
+    return out
+
+
+# protocol option task_images -> (per-task pools, n_train) -> per task its available images, in draw order
+TASK_IMAGES = {"independent": independent_subsets, "disjoint": disjoint_subsets}
 
 
 @dataclass
@@ -74,16 +119,25 @@ class Evaluator:
 
     Other learners get the per-task path: one row gather of the pixel-major images into a reused buffer,
     whose transposed view feeds the learner directly.
+
+    Which images count for which task, and with which label, is data (task_test_sets): every task predicts
+    every scored image, and `targets` (T x N) holds each task's label of each image, -1 where the image is not
+    one of the task's (a class split: the other tasks' classes). On a pixel-map stream every row is the
+    labels, so the scores are bitwise those of comparing with the labels directly.
     """
 
     def __init__(self, stream: TaskStream, n_test: int, device: torch.device, drop_last: bool) -> None:
-        # Reference quirk: main.py scores x[0 : N-1] (9,999 images) but divides by N.
-        self.n_scored = n_test - 1 if drop_last else n_test
-        self.n_test = n_test
-        images = torch.from_numpy(stream.test_images[: self.n_scored])
+        sets = task_test_sets(stream, n_test, drop_last)
+        scored = np.unique(np.concatenate([index for index, _, _ in sets]))   # every task's scored images
+        self.n_scored, self.n_test = len(scored), n_test
+        targets = np.full((len(sets), len(scored)), -1, dtype=np.int64)
+        for t, (index, labels, _) in enumerate(sets):
+            targets[t, np.searchsorted(scored, index)] = labels
+        self.targets = torch.from_numpy(targets).to(device)
+        self.denominators = torch.tensor([n for _, _, n in sets], dtype=torch.float64, device=device)
+        images = torch.from_numpy(stream.test_images[scored])
         padded = torch.cat([images, torch.zeros(images.shape[0], 1, dtype=torch.uint8)], 1)
         self.pixels = padded.t().contiguous().to(device).float().div_(255.0)
-        self.labels = torch.from_numpy(stream.test_labels[: self.n_scored]).to(device)
         self.maps = torch.from_numpy(stream.maps).to(device)
         self.n_tasks = stream.n_tasks
         self._buffer = torch.empty(self.maps.shape[1], self.n_scored, device=device)
@@ -99,13 +153,13 @@ class Evaluator:
         self._ungroup = torch.cat([idx for idx, _ in groups]).argsort()   # group order -> image order
 
     def test_inputs(self, task: int) -> torch.Tensor:
-        """Task `task`'s test inputs (N x 784, a fresh tensor)."""
+        """Task `task`'s inputs of every scored image (N x 784, a fresh tensor)."""
         return self.pixels.index_select(0, self.maps[task]).t()
 
     @torch.no_grad()
     def __call__(self, learner: Learner) -> list[float]:
-        correct = (self.predictions(learner) == self.labels).sum(1)
-        return (correct.double() / self.n_test).tolist()
+        correct = (self.predictions(learner) == self.targets).sum(1)
+        return (correct.double() / self.denominators).tolist()
 
     @torch.no_grad()
     def predictions(self, learner: Learner) -> torch.Tensor:
@@ -208,13 +262,31 @@ def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.baddbmm(bias.unsqueeze(1), h.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1)
 
 
-def task_inputs(stream: TaskStream, schedule: Schedule, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every task's training subset, transformed once and kept on the device as float in [0, 1]."""
+def task_test_sets(stream: TaskStream, n_test: int, drop_last: bool) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per task: (its scored test images, their task labels, the count its accuracy divides by).
+
+    A task's test images are the first n_test of its own (all 10,000 on a pixel-map stream, the images of its
+    classes on a class split), so n_test caps each task and the accuracy is correct / that count.
+    Reference quirk (drop_last): main.py scores x[0 : N-1] but divides by N.
+    """
+    sets = []
+    for t in range(stream.n_tasks):
+        index, labels = stream.task_split("test", t)
+        n = min(n_test, len(index))
+        k = n - 1 if drop_last else n
+        sets.append((index[:k], labels[:k], n))
+    return sets
+
+
+def task_inputs(stream: TaskStream, schedule: Schedule,
+                device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every task's training subset, transformed once and kept on the device as float in [0, 1], with the
+    labels as the task sees them (a class split's remapped ones)."""
     data = []
     for t, subset in enumerate(schedule.subsets):
         idx = subset.numpy()
         x = torch.from_numpy(stream.task_images("train", t, idx)).to(device).float().div_(255.0)
-        y = torch.from_numpy(stream.train_labels[idx]).to(device)
+        y = torch.from_numpy(stream.task_labels("train", t, idx)).to(device)
         data.append((x, y))
     return data
 
@@ -222,25 +294,26 @@ def task_inputs(stream: TaskStream, schedule: Schedule, device: torch.device) ->
 class TaskScorer:
     """One task's test accuracy, for the evaluations after each of a task's first batches (A-GEM's LCA).
 
-    Kept apart from Evaluator: it scores only the current task, from that task's own test inputs.
+    Kept apart from Evaluator: it scores only the current task, from its own test inputs (task_test_sets).
     """
 
     def __init__(self, stream: TaskStream, n_test: int, device: torch.device, drop_last: bool) -> None:
         self.stream, self.device = stream, device
-        self.n_scored, self.n_test = (n_test - 1 if drop_last else n_test), n_test
-        self.labels = torch.from_numpy(stream.test_labels[: self.n_scored]).to(device)
-        self.task, self.x = -1, None
+        self.sets = task_test_sets(stream, n_test, drop_last)
+        self.task, self.x, self.y, self.n = -1, None, None, 0
 
     @torch.no_grad()
     def __call__(self, learner: Learner, t: int) -> float:
         if t != self.task:
-            images = self.stream.task_images("test", t, None)[: self.n_scored]
+            index, labels, self.n = self.sets[t]
+            images = self.stream.task_images("test", t, index)
             self.task, self.x = t, torch.from_numpy(images).to(self.device).float().div_(255.0)
+            self.y = torch.from_numpy(labels).to(self.device)
         was_training = learner.training
         learner.eval()
-        correct = (learner(self.x, t).argmax(1) == self.labels).sum()
+        correct = (learner(self.x, t).argmax(1) == self.y).sum()
         learner.train(was_training)
-        return float(correct.double() / self.n_test)
+        return float(correct.double() / self.n)
 
 
 def _clock(seconds: float) -> str:

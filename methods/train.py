@@ -41,8 +41,9 @@ def load_spec(args) -> dict:
 
 def check_stream(manifest: dict, spec: dict, where: str) -> None:
     """The stream on disk must be the one the spec names (its key covers the stream definition)."""
-    have = {"kind": manifest["transform"], "n_tasks": manifest["n_tasks"], "min_deg": float(manifest["min_deg"]),
-            "max_deg": float(manifest["max_deg"]), "stream_seed": manifest["stream_seed"]}
+    from data_prep.streams import StreamDef
+
+    have = {**StreamDef.from_manifest(manifest).spec(), "stream_seed": manifest["stream_seed"]}
     want = {**spec["stream_def"], "stream_seed": spec["stream_seed"]}
     if have != want:
         raise ClreproError(f"stream {where} is {have}, but the run asks for {want}; rebuild it with snakemake")
@@ -53,7 +54,7 @@ def skip_tasks(stream, k: int):
     if k == 0:
         return stream
     manifest = {**stream.manifest, "task_params": stream.manifest["task_params"][k:], "skipped_tasks": k}
-    return dataclasses.replace(stream, maps=stream.maps[k:], manifest=manifest)
+    return dataclasses.replace(stream, maps=stream.maps[k:], label_maps=stream.label_maps[k:], manifest=manifest)
 
 
 def main(argv=None) -> int:
@@ -75,7 +76,9 @@ def main(argv=None) -> int:
         stream = skip_tasks(stream, spec.get("skip_tasks", 0))
         registry.get(spec["method"])  # unknown names fail before any work
         protocol.seed_everything(spec["seed"])
-        schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"])
+        pools = [stream.task_split("train", t)[0] for t in range(stream.n_tasks)]
+        schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"], pools,
+                                          spec.get("task_images", "independent"))
         ctx = Context(n_inputs=stream.maps.shape[1], n_outputs=int(stream.train_labels.max()) + 1,
                       n_tasks=stream.n_tasks, n_layers=spec["model"]["n_layers"],
                       n_hiddens=spec["model"]["n_hiddens"], memory=spec["memory"], batch_size=spec["batch_size"],

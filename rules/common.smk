@@ -1,6 +1,7 @@
 # Shared helpers: the validated config, the grid and the paths. Imported at parse time, torch-free.
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ envvars:
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 from data_prep.errors import ClreproError  # noqa: E402
+from data_prep.streams import stream_def  # noqa: E402
 from methods.config import RECORD, grid, prepare, record_path, resolve_device, resolve_run, workflow_config  # noqa: E402
 from methods.registry import METHODS  # noqa: E402
 from tools.job_errors import failed_summary, report_failure, sizes_line  # noqa: E402
@@ -69,8 +71,12 @@ def run_spec(wildcards):
 
 
 def stream_args(wildcards):
+    """The stream's definition as `python -m data_prep stream` arguments; the options beyond kind, tasks and
+    degrees only where set, so an older stream's command (a rerun trigger) is unchanged."""
     s = config["streams"][wildcards.dataset]
-    return f"--kind {s['kind']} --n-tasks {s['n_tasks']} --min-deg {s.get('min_deg', 0)} --max-deg {s.get('max_deg', 180)}"
+    extra = "".join(f" {shlex.quote(a)}" for a in stream_def(wildcards.dataset, s).extra_args())
+    degrees = f"--min-deg {s.get('min_deg', 0)} --max-deg {s.get('max_deg', 180)}"
+    return f"--kind {s['kind']} --n-tasks {s['n_tasks']} {degrees}{extra}"
 
 
 def mnist_source_arg():
