@@ -41,6 +41,7 @@ def repo(tmp_path_factory) -> Path:
     repo = clean_copy(tmp_path_factory.mktemp("clone"))
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     config["mnist"] = {"source_dir": str(SHARED_MNIST), "download": False}
+    config["datasets"] = list(GOLDEN_MAPS_SHA256)   # all three MER streams (the default grid leaves one out)
     (repo / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return repo
 

@@ -111,9 +111,21 @@ def test_shipped_paper_grid_plans_exactly_its_own_sizes(tmp_path):
     write(repo, "full_default.yaml", {"base": "config/config.yaml", "overrides": {}})
     specs = planned_specs(clrepro(repo, "-n", "-p", "--configfile", "full_default.yaml"))
     assert specs and all(s["reduced"] == {} and s["test_examples_per_task"] == 10000 for s in specs)
-    # the default grid (no --configfile) says it is reduced in every spec
+    # the default grid (no --configfile): every method on full-size Rotations and Permutations, memory 500,
+    # seed 0, only test images and cadence cut, and it says so in every spec
     specs = planned_specs(clrepro(repo, "-n", "-p"))
-    assert specs and all(s["reduced"] for s in specs)
+    assert len(specs) == 26 and {s["dataset"] for s in specs} == {"rotations", "permutations"}
+    for spec in specs:
+        assert spec["samples_per_task"] == 1000 and spec["n_tasks"] == 20 and spec["seed"] == 0
+        assert spec["memory"] in (0, 500) and spec["test_examples_per_task"] == 2000
+        assert spec["reduced"] == {"test_examples_per_task": 10000, "log_every": 100}
+    # the README's way to add Many Permutations to it
+    specs = planned_specs(clrepro(repo, "-n", "-p", "--config", "datasets=[rotations,permutations,many_permutations]"))
+    assert len(specs) == 39 and {s["samples_per_task"] for s in specs if s["dataset"] == "many_permutations"} == {200}
+    # what the default is checked against: the same cells at full size, 3 seeds, only the cadence cut
+    specs = planned_specs(clrepro(repo, "-n", "-p", "--configfile", "config/default_full.yaml"))
+    assert len(specs) == 78 and all(s["reduced"] == {"log_every": 100} and s["test_examples_per_task"] == 10000
+                                    for s in specs)
 
 
 def test_cuda_without_gpu_fails_at_parse_time_with_one_line_and_keeps_everything(repo):
@@ -203,6 +215,23 @@ def test_changed_spec_and_other_protocol_write_beside_and_going_back_reuses(repo
     proc = clrepro(repo, "--configfile", "small.yaml")
     assert "train" not in job_stats(proc)
     assert "protocol mer2019" in (repo / "results/tables/main_paper.md").read_text()
+
+
+def test_until_runs_trains_without_analysis_and_forcerun_redoes_one_rule(repo):
+    """The README rows `--until runs` (train, stop before the analysis) and `--forcerun heatmap`."""
+    victim = sorted((repo / "results" / "runs").rglob("*.json"))[0]
+    victim.unlink()
+    before = outputs(repo)
+    proc = clrepro(repo, "--configfile", "small.yaml", "--until", "runs")
+    assert job_stats(proc).get("train") == 1 and set(job_stats(proc)) <= {"train", "runs"}
+    assert victim.exists() and outputs(repo) == before
+    clrepro(repo, "--configfile", "small.yaml")   # the analysis catches up
+    heatmaps = sorted((repo / "results" / "plots").glob("acc_matrix_*.png"))
+    stamps = {p: p.stat().st_mtime_ns for p in heatmaps}
+    proc = clrepro(repo, "--configfile", "small.yaml", "--forcerun", "heatmap")
+    stats = job_stats(proc)
+    assert stats.get("heatmap") == 1 and "train" not in stats, stats
+    assert all(p.stat().st_mtime_ns > stamps[p] for p in heatmaps)
 
 
 def test_table_caption_says_the_sizes_and_that_they_are_reduced(repo):
