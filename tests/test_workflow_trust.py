@@ -234,6 +234,26 @@ def test_until_runs_trains_without_analysis_and_forcerun_redoes_one_rule(repo):
     assert all(p.stat().st_mtime_ns > stamps[p] for p in heatmaps)
 
 
+def test_fidelity_command_reads_both_grids_records(repo):
+    """The README's `./clrepro exec python -m analysis.fidelity`: the short grid against itself is within any
+    tolerance; a grid whose runs were never made is one line naming the command that makes them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SNAKEMAKE", "PYTEST"))}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+
+    def fidelity(*args):
+        return subprocess.run(["./clrepro", "exec", "python", "-m", "analysis.fidelity", *args], cwd=repo,
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    proc = fidelity("--short", "small.yaml", "--full", "small.yaml")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| rotations | online | 0 |" in proc.stdout and "2 of 2 cells within 0.03" in proc.stdout
+    write(repo, "more_seeds.yaml", {"base": "small.yaml", "seeds": [0, 1, 7]})
+    proc = fidelity("--short", "small.yaml", "--full", "more_seeds.yaml")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [last_line(proc)]
+    assert last_line(proc).startswith("error: 2 of 6 runs of more_seeds.yaml have no record")
+    assert last_line(proc).endswith("run ./clrepro reproduce runs --configfile more_seeds.yaml")
+
+
 def test_table_caption_says_the_sizes_and_that_they_are_reduced(repo):
     table = (repo / "results/tables/main_paper.md").read_text()
     assert "2 tasks x 20 examples, 100 test images per task, batch 1, evaluation every 10 batches" in table
