@@ -4,8 +4,8 @@ that a busy machine slows both sides alike.
     cpuslot python -m bench.bench_protocol [--dataset rotations] [--repeats 5]
 
 Evaluation: one full MER-protocol evaluation (all T tasks x 10k test images) of an MLP, with the original
-uint8 evaluator (bench/protocol_before.py) and the current methods.protocol.Evaluator; their scores must be
-equal. Loop: 1000 batch-size-1 steps of online SGD with the per-step index gather vs the pre-gathered
+uint8 evaluator (bench/protocol_before.py) and the current methods.protocol.Evaluator; their scores must agree
+up to float-order argmax flips (at most 3 of 10,000 per task). Loop: 1000 batch-size-1 steps of online SGD with the per-step index gather vs the pre-gathered
 slices. Prints best-of-N seconds of process CPU time (single-threaded, so a busy machine that preempts us
 does not inflate it) and the projected evaluation cost of one Rotations run (201 evaluations).
 """
@@ -48,7 +48,11 @@ def main(argv=None) -> int:
     ctx = Context(784, 10, stream.n_tasks, 2, 100, 0, 1, 1000, cpu)
     learner = registry.build("online", ctx, {"lr": 0.01})
     before, after = UInt8Evaluator(stream, 10000, cpu, False), protocol.Evaluator(stream, 10000, cpu, False)
-    assert before(learner) == after(learner)
+    # the fused evaluator sums in another order: an exact logit tie can flip one argmax (docs/scale.md)
+    worst = max(abs(a - b) for a, b in zip(before(learner), after(learner)))
+    if worst > 3 / 10000:
+        raise SystemExit(f"scores differ by {worst:.4f} on some task: more than float-order flips")
+    print(f"scores: largest per-task difference {worst:.4f} (float-order argmax flips; 0 = identical)")
     t_before = t_after = float("inf")
     for _ in range(args.repeats):  # interleaved
         t_before = min(t_before, best_of(lambda: before(learner), 1))
