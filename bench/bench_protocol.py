@@ -7,7 +7,8 @@ Evaluation: one full MER-protocol evaluation (all T tasks x 10k test images) of 
 uint8 evaluator (bench/protocol_before.py) and the current methods.protocol.Evaluator; their scores must
 agree up to float-order argmax flips (at most 3 of 10,000 per task). Loop: 1000 batch-size-1 steps of online
 SGD with the per-step index gather vs the pre-gathered slices. Prints best-of-N seconds of process CPU time
-(single-threaded, so a busy machine that preempts us does not inflate it) and the projected evaluation cost of one Rotations run (201 evaluations).
+(single-threaded, so a busy machine that preempts us does not inflate it) and the projected evaluation cost
+of one Rotations run (201 evaluations).
 """
 from __future__ import annotations
 
