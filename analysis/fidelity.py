@@ -18,35 +18,42 @@ import pandas as pd
 from data_prep.errors import ClreproError, one_line_errors
 from methods.config import ROOT, grid, prepare, record_path, resolve_device, resolve_run, workflow_config
 
-from .records import load, tidy
+from .records import NO_CONVENTION, load, tidy
 from .tables import cell
 
 CELL = ["dataset", "method", "memory"]
 
 
-def grid_records(configfile: str | Path, root: Path = ROOT) -> list[dict]:
-    """The records a grid config names, as `./clrepro reproduce --configfile FILE` would write them."""
+def grid_records(configfile: str | Path, root: Path = ROOT, device: str | None = None) -> list[dict]:
+    """The records a grid config names, as `./clrepro reproduce --configfile FILE` would write them.
+
+    The device is part of a record's key: `auto` resolves as on this machine unless `device` names the one
+    the runs were made on (records made on a GPU or a cluster)."""
     config = prepare(workflow_config([configfile], root=root))
-    config["_device"] = resolve_device(config, local=True)
+    config["_device"] = device or resolve_device(config, local=True)
     paths = [root / record_path(resolve_run(config, c["dataset"], c["method"], c["memory"], c["seed"]))
              for c in grid(config)]
     missing = [p for p in paths if not p.exists()]
     if missing:
-        raise ClreproError(f"{len(missing)} of {len(paths)} runs of {configfile} have no record (first: "
-                           f"{missing[0].relative_to(root)}); run ./clrepro reproduce runs --configfile {configfile}")
+        raise ClreproError(f"{len(missing)} of {len(paths)} runs of {configfile} (device {config['_device']}) have "
+                           f"no record (first: {missing[0].relative_to(root)}); run ./clrepro reproduce runs "
+                           f"--configfile {configfile}, or pass --device if they were made on another device")
     return [load(p) for p in paths]
 
 
-def compare(short: pd.DataFrame, full: pd.DataFrame, metric: str = "ACC", tol: float = 0.03) -> pd.DataFrame:
-    """Per (dataset, method, memory) in both tidy frames: each grid's mean, std, seeds, the difference of
-    means (short - full) and whether it is within `tol`. Pure: frames in, frame out."""
+def compare(short: pd.DataFrame, full: pd.DataFrame, metric: str = "ACC", tol: float = 0.03,
+            convention: str = "paper") -> pd.DataFrame:
+    """Per (dataset, method, memory) of the short grid: each grid's mean, std, seeds, the difference of means
+    (short - full) and whether it is within `tol`; a cell the full grid lacks has NaN there and is not within.
+    BWT/FWT/FGT are read in one denominator `convention` (ACC and LA have none). Pure: frames in, frame out."""
     def summary(frame: pd.DataFrame) -> pd.DataFrame:
-        rows = frame[frame["metric"] == metric]
-        return rows.groupby(CELL, sort=False)["value"].agg(mean="mean", std="std", n="count")
+        rows = frame[(frame["metric"] == metric) & frame["convention"].isin([convention, NO_CONVENTION])]
+        return rows.groupby(CELL, sort=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
 
-    both = summary(short).reset_index().merge(summary(full).reset_index(), on=CELL, suffixes=("_short", "_full"))
+    both = summary(short).merge(summary(full), on=CELL, how="left", suffixes=("_short", "_full"))
+    both["n_full"] = both["n_full"].fillna(0).astype(int)
     both["diff"] = both["mean_short"] - both["mean_full"]
-    both["within"] = both["diff"].abs() <= tol
+    both["within"] = both["diff"].abs() <= tol   # NaN (no full run) compares False
     return both
 
 
@@ -54,12 +61,16 @@ def to_markdown(table: pd.DataFrame, metric: str, tol: float) -> str:
     lines = [f"| dataset | method | memory | {metric} short grid | {metric} full protocol | difference | within {tol} |",
              "|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
+        if r.n_full == 0:
+            lines.append(f"| {r.dataset} | {r.method} | {r.memory} | {cell(r.mean_short, r.std_short, r.n_short)} "
+                         f"(n={r.n_short}) | no run | | **no** |")
+            continue
         lines.append(f"| {r.dataset} | {r.method} | {r.memory} | {cell(r.mean_short, r.std_short, r.n_short)} "
                      f"(n={r.n_short}) | {cell(r.mean_full, r.std_full, r.n_full)} (n={r.n_full}) | "
                      f"{r.diff:+.3f} | {'yes' if r.within else '**no**'} |")
-    inside = int(table["within"].sum())
+    inside, unmatched = int(table["within"].sum()), int((table["n_full"] == 0).sum())
     lines.append(f"\n{inside} of {len(table)} cells within {tol}; largest |difference| "
-                 f"{table['diff'].abs().max():.3f}.")
+                 f"{table['diff'].abs().max():.3f}" + (f"; {unmatched} with no full-protocol run." if unmatched else "."))
     return "\n".join(lines)
 
 
@@ -70,9 +81,14 @@ def main(argv=None) -> int:
     parser.add_argument("--full", default="config/default_full.yaml", help="the same cells at full protocol size")
     parser.add_argument("--metric", default="ACC")
     parser.add_argument("--tol", type=float, default=0.03)
+    parser.add_argument("--convention", default="paper", choices=["paper", "code"],
+                        help="BWT/FWT/FGT denominator (T-1 or T)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="the device the runs were made on (default: "
+                        "this machine's, as `device: auto` resolves here)")
     args = parser.parse_args(argv)
-    table = compare(tidy(grid_records(args.short)), tidy(grid_records(args.full)), args.metric, args.tol)
-    if table.empty:
+    table = compare(tidy(grid_records(args.short, device=args.device)),
+                    tidy(grid_records(args.full, device=args.device)), args.metric, args.tol, args.convention)
+    if not (table["n_full"] > 0).any():
         raise ClreproError(f"{args.short} and {args.full} share no (dataset, method, memory) cell")
     print(to_markdown(table, args.metric, args.tol))
     return 0 if table["within"].all() else 1

@@ -5,7 +5,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import one_line_errors
+from .errors import ClreproError, one_line_errors
+
+
+def _splits(text: str) -> list:
+    """--classes as JSON, e.g. [[0,1],[2,3]]; a typo is one line, not a traceback."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ClreproError(f"--classes {text!r} is not JSON; give the classes of each task, e.g. "
+                           f"'[[0,1],[2,3],[4,5],[6,7],[8,9]]'") from None
 
 
 @one_line_errors
@@ -47,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         verify_manifest(mnist_manifest)
         entry = {"kind": args.kind, "n_tasks": args.n_tasks, "min_deg": args.min_deg, "max_deg": args.max_deg,
                  **({"angles": args.angles} if args.angles else {}),
-                 **({"splits": json.loads(args.classes)} if args.classes else {})}
+                 **({"splits": _splits(args.classes)} if args.classes else {})}
         sdef = stream_def(args.dataset, entry)   # the same checks as the config's, one line each
         print(f"[stream] wrote {write_stream(Path(args.out), args.dataset, sdef, args.stream_seed, mnist_manifest)}")
     else:

@@ -113,6 +113,8 @@ def checked_split(splits: list, n_tasks: int, where: str) -> tuple[tuple[int, ..
         for c in task:
             if not (isinstance(c, int) and 0 <= c < N_CLASSES):
                 raise ClreproError(f"{where}: class {c!r} in task {t} of splits is not an MNIST class; use 0..9")
+            if seen.get(c) == t:
+                raise ClreproError(f"{where}: class {c} is listed twice in task {t} of splits; list each class once")
             if c in seen:
                 raise ClreproError(f"{where}: class {c} is in task {seen[c]} and task {t} of splits; put every "
                                    f"class in one task only")

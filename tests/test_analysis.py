@@ -313,15 +313,21 @@ def test_fidelity_compares_cut_down_grid_with_full_protocol():
     def run(method, seed, last_row):
         return fake_record("rotations", method, 500, seed, [[0.9, 0.1], last_row], [0.1, 0.1])
 
-    short = records.tidy([run("gem", 0, [0.80, 0.80]), run("eralg4", 0, [0.70, 0.70])])
+    short = records.tidy([run("gem", 0, [0.80, 0.80]), run("eralg4", 0, [0.70, 0.70]), run("ewc", 0, [0.6, 0.6])])
     full = records.tidy([run("gem", s, [v, v]) for s, v in enumerate([0.78, 0.80, 0.82])]
                         + [run("eralg4", s, [v, v]) for s, v in enumerate([0.64, 0.66])]
                         + [run("online", 0, [0.5, 0.5])])   # not in the short grid: left out
     table = fidelity.compare(short, full, tol=0.03).set_index("method")
-    assert list(table.index) == ["gem", "eralg4"]
+    assert list(table.index) == ["gem", "eralg4", "ewc"]   # every short-grid cell; online (full only) is not
+    assert table.loc["ewc", "n_full"] == 0 and not table.loc["ewc", "within"]   # never checked = not within
     assert table.loc["gem", "mean_full"] == pytest.approx(0.80) and table.loc["gem", "n_full"] == 3
     assert table.loc["gem", "diff"] == pytest.approx(0.0) and table.loc["gem", "within"]
     assert table.loc["eralg4", "diff"] == pytest.approx(0.05) and not table.loc["eralg4", "within"]
     text = fidelity.to_markdown(table.reset_index(), "ACC", 0.03)
     assert "| rotations | eralg4 | 500 | 0.700 (n=1) | 0.650 ± 0.014 (n=2) | +0.050 | **no** |" in text
-    assert "1 of 2 cells within 0.03" in text
+    assert "1 of 3 cells within 0.03" in text and "1 with no full-protocol run" in text
+    assert "| rotations | ewc | 500 | 0.600 (n=1) | no run | | **no** |" in text
+    # BWT exists in two conventions: one is read, seeds are not double-counted
+    bwt = fidelity.compare(short, full, "BWT", convention="code").set_index("method")
+    assert bwt.loc["gem", "n_full"] == 3   # (R[1,0] - R[0,0]) / T with T = 2: (v - 0.9) / 2
+    assert bwt.loc["gem", "mean_full"] == pytest.approx(((0.78 + 0.80 + 0.82) / 3 - 0.9) / 2)

@@ -100,6 +100,8 @@ BASE = {"datasets": ["s"], "methods": ["online"], "memories": [100], "seeds": [0
      ["splits lists 2 tasks but n_tasks is 3", "set n_tasks: 2"]),
     ({"kind": "class_split", "n_tasks": 2, "splits": [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], []]},
      ["task 1 of splits has no classes"]),
+    ({"kind": "class_split", "n_tasks": 5, "splits": [[0, 0], [1, 2, 3], [4, 5], [6, 7], [8, 9]]},
+     ["class 0 is listed twice in task 0 of splits", "list each class once"]),
     ({"kind": "class_split", "n_tasks": 5},
      ["exactly one of classes_per_task (e.g. 2) or splits", "got neither"]),
     ({"kind": "class_split", "n_tasks": 5, "classes_per_task": 2, "splits": [[0, 1]]},
@@ -132,6 +134,11 @@ def test_stream_cli_builds_the_same_class_split_and_rejects_bad_ones(build, mnis
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "error: streams.ta_class_split: splits lists 2 tasks but n_tasks is 5; set n_tasks: 2"]
     assert not (tmp_path / "bad" / "manifest.json").exists()
+    typo = subprocess.run(args + ["--classes", "[[0,1],[2,3]", "--out", str(tmp_path / "bad")], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert typo.returncode == 1 and typo.stderr.strip().splitlines() == [
+        "error: --classes '[[0,1],[2,3]' is not JSON; give the classes of each task, e.g. "
+        "'[[0,1],[2,3],[4,5],[6,7],[8,9]]'"]
 
 
 def test_even_angles_are_spread_without_a_draw(build):

@@ -77,6 +77,16 @@ def planned_specs(proc: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(m) for m in re.findall(r"--spec '(\{.*?\})' --stream", proc.stdout + proc.stderr)]
 
 
+def small_records(repo: Path) -> list[Path]:
+    """The four records small.yaml names (other cases leave records of other configs beside them)."""
+    from methods.config import grid, prepare, record_path, resolve_run, workflow_config
+
+    config = prepare(workflow_config([repo / "small.yaml"], root=repo))
+    config["_device"] = "cpu"
+    return sorted(repo / record_path(resolve_run(config, c["dataset"], c["method"], c["memory"], c["seed"]))
+                  for c in grid(config))
+
+
 def write(repo: Path, name: str, config: dict) -> str:
     (repo / name).write_text(yaml.safe_dump(config))
     return name
@@ -140,7 +150,7 @@ def test_cuda_without_gpu_fails_at_parse_time_with_one_line_and_keeps_everything
 
 
 def test_deleted_record_is_retrained_alone(repo):
-    victim = sorted((repo / "results" / "runs").rglob("*.json"))[0]
+    victim = small_records(repo)[0]
     others = {k: v for k, v in records(repo).items() if k != str(victim.relative_to(repo / "results" / "runs"))}
     old = json.loads(victim.read_text())
     victim.unlink()
@@ -176,14 +186,14 @@ def test_corrupt_then_restored_mnist_retrains_nothing(repo, tmp_path):
     assert records(repo) == before
     assert (repo / "data" / "mnist" / "manifest.json").exists()  # the verified data survived the failed job
     # back on the good copy, a record that is missing is the only training job
-    victim = sorted((repo / "results" / "runs").rglob("*.json"))[-1]
+    victim = small_records(repo)[-1]
     victim.unlink()
     assert job_stats(clrepro(repo, "--configfile", "small.yaml"))["train"] == 1
     assert set(records(repo)) == set(before)
 
 
 def test_malformed_record_changes_no_table_or_plot(repo):
-    victim = sorted((repo / "results" / "runs").rglob("*.json"))[1]
+    victim = small_records(repo)[1]
     before = outputs(repo)
     victim.write_text(victim.read_text()[:300])
     proc = clrepro(repo, "tables", "--configfile", "small.yaml", check=False)
@@ -219,7 +229,7 @@ def test_changed_spec_and_other_protocol_write_beside_and_going_back_reuses(repo
 
 def test_until_runs_trains_without_analysis_and_forcerun_redoes_one_rule(repo):
     """The README rows `--until runs` (train, stop before the analysis) and `--forcerun heatmap`."""
-    victim = sorted((repo / "results" / "runs").rglob("*.json"))[0]
+    victim = small_records(repo)[0]
     victim.unlink()
     before = outputs(repo)
     proc = clrepro(repo, "--configfile", "small.yaml", "--until", "runs")
@@ -250,8 +260,8 @@ def test_fidelity_command_reads_both_grids_records(repo):
     write(repo, "more_seeds.yaml", {"base": "small.yaml", "seeds": [0, 1, 7]})
     proc = fidelity("--short", "small.yaml", "--full", "more_seeds.yaml")
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [last_line(proc)]
-    assert last_line(proc).startswith("error: 2 of 6 runs of more_seeds.yaml have no record")
-    assert last_line(proc).endswith("run ./clrepro reproduce runs --configfile more_seeds.yaml")
+    assert last_line(proc).startswith("error: 2 of 6 runs of more_seeds.yaml (device cpu) have no record")
+    assert "run ./clrepro reproduce runs --configfile more_seeds.yaml" in last_line(proc)
 
 
 def test_table_caption_says_the_sizes_and_that_they_are_reduced(repo):
