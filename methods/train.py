@@ -59,6 +59,11 @@ def skip_tasks(stream, k: int):
 
 def main(argv=None) -> int:
     args = parse(argv)
+    # numpy's BLAS (GEM's Gram matrix, quadprog's inputs) gets the job's threads too, as Snakemake sets for its
+    # jobs; a hand run would otherwise spin one BLAS thread per core against torch's (GEM step 88 -> 33 ms on a
+    # busy 2-core machine, identical parameters). Before torch/numpy are imported, or it has no effect.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(args.threads))
     try:
         spec = load_spec(args)
         import torch
