@@ -289,7 +289,7 @@ def test_readme_results_section_is_generated_from_the_snapshot_tables():
     root = Path(__file__).resolve().parent.parent
     text = (root / "README.md").read_text()
     body = text.split(readme.BEGIN, 1)[1].split(readme.END, 1)[0].strip()
-    names = re.findall(r"^#### `(paper_\w+\.md)`$", body, re.M)
+    names = re.findall(r"^#### `(\w+\.md)`$", body, re.M)
     assert names, "the README's results section names no table"
     assert body == readme.render([root / "docs" / "results" / n for n in names]).strip()
 
