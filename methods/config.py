@@ -241,6 +241,8 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
         "test_examples_per_task": overrides.get("test_examples_per_task", {}).get(
             dataset, protocol["test_examples_per_task"]),
     }
+    # only where not the default `first`, so every record made before the option keeps its key
+    test_subset = {"test_subset": "spread"} if overrides.get("test_subset", "first") == "spread" else {}
     n_tasks = stream["n_tasks"] - protocol["skip_tasks"]
     if n_tasks < 1:
         raise ClreproError(f"protocol {protocol['name']} skips the first {protocol['skip_tasks']} tasks but stream "
@@ -258,7 +260,7 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
            else {}),
         # tasks [skip_tasks, stream n_tasks) are trained and scored: n_tasks counts those
         "skip_tasks": protocol["skip_tasks"], "lca_batches": protocol["lca_batches"],
-        **sizes,
+        **sizes, **test_subset,
         # the sizes this run changed from its protocol's (name -> protocol value); empty = full protocol size
         "reduced": {k: v for k, v in protocol_sizes.items() if sizes[k] != v},
         "model": dict(protocol["model"]),

@@ -191,3 +191,22 @@ def test_run_R_identical_to_original_loop(make_stream, method, hparams, batch_si
     assert fast.acc == slow.acc and fast.task == slow.task and fast.examples_seen == slow.examples_seen
     assert timing["examples"] == 150 and fast.examples_seen[-1] == 150
     assert len({tuple(a) for a in fast.acc}) > 3  # the model changed between evaluations
+
+
+def test_spread_test_subset_is_evenly_spaced_and_first_is_unchanged(make_stream):
+    """test_subset: `first` is the reference slice (every existing record), `spread` every (N/n)-th image."""
+    from data_prep.errors import ClreproError
+
+    stream = make_stream("rotations", n_tasks=2)
+    assert protocol.test_subset(10000, 2000, "first").tolist() == list(range(2000))
+    spread = protocol.test_subset(10000, 2000, "spread")
+    assert spread.tolist() == list(range(0, 10000, 5))
+    assert protocol.test_subset(1874, 1874, "spread").tolist() == list(range(1874))   # no cut: all, in order
+    picked = protocol.test_subset(1874, 500, "spread")
+    assert len(set(picked.tolist())) == 500 and picked.max() < 1874
+    sets = protocol.task_test_sets(stream, 200, False, "spread")
+    index, labels, n = sets[0]
+    assert n == 200 and index.tolist() == list(range(0, 10000, 50))
+    np.testing.assert_array_equal(labels, stream.test_labels[index])
+    with pytest.raises(ClreproError, match="unknown test_subset 'middle'; use one of first, spread"):
+        protocol.test_subset(10, 5, "middle")
