@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.errors import ClreproError, one_line_errors
-from methods.config import ROOT, grid, prepare, record_path, resolve_device, resolve_run, workflow_config
+from methods.config import ROOT, grid_record_paths, prepare, resolve_device, workflow_config
 
 from .records import NO_CONVENTION, load, tidy
 from .tables import cell
@@ -31,8 +31,7 @@ def grid_records(configfile: str | Path, root: Path = ROOT, device: str | None =
     the runs were made on (records made on a GPU or a cluster)."""
     config = prepare(workflow_config([configfile], root=root))
     config["_device"] = device or resolve_device(config, local=True)
-    paths = [root / record_path(resolve_run(config, c["dataset"], c["method"], c["memory"], c["seed"]))
-             for c in grid(config)]
+    paths = [root / p for p in grid_record_paths(config)]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise ClreproError(f"{len(missing)} of {len(paths)} runs of {configfile} (device {config['_device']}) have "
@@ -58,7 +57,8 @@ def compare(short: pd.DataFrame, full: pd.DataFrame, metric: str = "ACC", tol: f
 
 
 def to_markdown(table: pd.DataFrame, metric: str, tol: float) -> str:
-    lines = [f"| dataset | method | memory | {metric} short grid | {metric} full protocol | difference | within {tol} |",
+    lines = [f"| dataset | method | memory | {metric} short grid | {metric} full protocol | difference "
+             f"| within {tol} |",
              "|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         if r.n_full == 0:
@@ -69,8 +69,9 @@ def to_markdown(table: pd.DataFrame, metric: str, tol: float) -> str:
                      f"(n={r.n_short}) | {cell(r.mean_full, r.std_full, r.n_full)} (n={r.n_full}) | "
                      f"{r.diff:+.3f} | {'yes' if r.within else '**no**'} |")
     inside, unmatched = int(table["within"].sum()), int((table["n_full"] == 0).sum())
+    tail = f"; {unmatched} with no full-protocol run." if unmatched else "."
     lines.append(f"\n{inside} of {len(table)} cells within {tol}; largest |difference| "
-                 f"{table['diff'].abs().max():.3f}" + (f"; {unmatched} with no full-protocol run." if unmatched else "."))
+                 f"{table['diff'].abs().max():.3f}{tail}")
     return "\n".join(lines)
 
 

@@ -300,6 +300,11 @@ def record_path(spec: dict) -> str:
     return RECORD.format(key=spec_key(spec), **spec)
 
 
+def grid_record_paths(config: dict) -> list[str]:
+    """Every record a prepared config (device resolved) names, in grid order."""
+    return [record_path(resolve_run(config, c["dataset"], c["method"], c["memory"], c["seed"])) for c in grid(config)]
+
+
 def configfiles_in(args: list[str]) -> list[str]:
     """The files a Snakemake command line passes with --configfile/--configfiles (nargs='+', as Snakemake)."""
     files, taking = [], False

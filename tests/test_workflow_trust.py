@@ -79,12 +79,11 @@ def planned_specs(proc: subprocess.CompletedProcess) -> list[dict]:
 
 def small_records(repo: Path) -> list[Path]:
     """The four records small.yaml names (other cases leave records of other configs beside them)."""
-    from methods.config import grid, prepare, record_path, resolve_run, workflow_config
+    from methods.config import grid_record_paths, prepare, workflow_config
 
     config = prepare(workflow_config([repo / "small.yaml"], root=repo))
     config["_device"] = "cpu"
-    return sorted(repo / record_path(resolve_run(config, c["dataset"], c["method"], c["memory"], c["seed"]))
-                  for c in grid(config))
+    return sorted(repo / p for p in grid_record_paths(config))
 
 
 def write(repo: Path, name: str, config: dict) -> str:
