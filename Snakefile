@@ -27,6 +27,9 @@ rule all:
     input:
         # the records themselves, not only the tables made from them: a deleted record is retrained
         run_records(),
+        # the data, so that `--forcerun mnist` or `stream` rebuilds it even when every run is finished
+        # (a finished record does not need it: rules/train.smk)
+        rules.streams.input,
         ANALYSIS_TARGETS,
 
 

@@ -95,8 +95,29 @@ def load_layered(path: str | Path, _chain: tuple = ()) -> dict:
     return {**load_layered(_find(base, path.parent), _chain + (path.resolve(),)), **data}
 
 
+def cli_scalar(value):
+    """A `--config` value's nested scalars typed as Snakemake types top-level ones (int, float, true/false).
+
+    Snakemake parses `seeds=[0,1]` with YAML's BaseLoader, so the list arrives as ['0', '1'] while `seed=0`
+    arrives as 0; without this, every list of numbers given on the command line fails the schema.
+    """
+    if isinstance(value, dict):
+        return {k: cli_scalar(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [cli_scalar(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
 def merge_cli(config: dict, cli: dict) -> dict:
     """`--config key=value` on top: nested keys merge (as Snakemake does), everything else replaces."""
+    cli = cli_scalar(cli)
     out = copy.deepcopy(config)
     for key, value in cli.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

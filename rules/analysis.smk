@@ -27,6 +27,8 @@ rule check_records:
         code=[CODE["check"], CODE["records"], CODE["metrics"]],
     output:
         "results/checked/records.json",
+    params:
+        records=sorted(RECORDS),  # another set of records (another config): the analysis is redone
     log:
         "logs/analysis/check_records.log",
     conda:

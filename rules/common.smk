@@ -70,6 +70,17 @@ def run_spec(wildcards):
     return json.dumps(RECORDS[path], sort_keys=True)
 
 
+def train_data(wildcards):
+    """The data a training job reads; none for a record that exists and is not forced to rerun."""
+    path = RECORD.format(**wildcards)
+    settings = workflow.dag_settings
+    forced = settings.forceall or settings.forcetargets or bool({"train", path} & set(settings.forcerun))
+    if os.path.exists(path) and not forced:
+        return {}
+    return {"stream": ancient(f"data/streams/{wildcards.dataset}/manifest.json"),
+            "mnist": ancient("data/mnist/manifest.json")}
+
+
 def stream_args(wildcards):
     """The stream's definition as `python -m data_prep stream` arguments; the options beyond kind, tasks and
     degrees only where set, so an older stream's command (a rerun trigger) is unchanged."""

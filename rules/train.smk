@@ -2,7 +2,10 @@
 # A record's path ends in its spec key (methods.config.spec_key): a changed spec writes a new record beside
 # the old one, going back reuses the old one, and nothing finished is ever deleted by a config change.
 # The data inputs are ancient(): streams are content-checked and determined by the spec (stream_def,
-# stream_seed, canonical MNIST), so rebuilding them with the same checksums never retrains anything.
+# stream_seed, canonical MNIST), so rebuilding them with the same checksums never retrains anything. A finished
+# record has no data inputs at all (unless its training is forced): Snakemake would otherwise retrain every
+# finished run whose data is missing or rebuilt ("input updated by another job"), say records copied into a
+# fresh clone. That changes a job's input set, so the profile leaves `input` out of the rerun triggers.
 # Every job runs under tools/gpu_slot.py, which gives it its own GPU slot (CUDA_VISIBLE_DEVICES) or the CPU;
 # `--resources gpu=N*K` (N GPUs, K = gpu.jobs_per_gpu) lets Snakemake start that many at once (docs/scale.md).
 # The slot settings are resources, not params: a different GPU count must not rerun finished jobs.
@@ -10,8 +13,7 @@
 
 rule train:
     input:
-        stream=ancient("data/streams/{dataset}/manifest.json"),
-        mnist=ancient("data/mnist/manifest.json"),
+        unpack(train_data),
     output:
         f"results/runs/{RUN}.json",
     params:

@@ -116,6 +116,14 @@ def test_workflow_config_loads_exactly_the_files_asked_for(tmp_path):
     # --config applies last, merging nested keys as Snakemake does
     cli = workflow_config([ROOT / "config" / "paper.yaml"], {"seeds": [7], "mnist": {"download": False}})
     assert cli["seeds"] == [7] and cli["mnist"] == {"source_dir": "../shared/data/mnist", "download": False}
+    # ...and its nested values, which Snakemake hands over as strings, are typed as its top-level ones
+    cli = workflow_config([], {"seeds": ["0", "1"], "memories": ["200"], "datasets": ["rotations"],
+                               "overrides": {"log_every": "50", "test_subset": "spread"},
+                               "mnist": {"download": "false"}, "hparams": {"online": {"lr": "0.03"}}})
+    assert cli["seeds"] == [0, 1] and cli["memories"] == [200] and cli["datasets"] == ["rotations"]
+    assert cli["overrides"]["log_every"] == 50 and cli["mnist"]["download"] is False
+    assert cli["hparams"]["online"] == {"lr": 0.03}
+    prepare(cli)
 
 
 def test_base_layers_on_purpose_and_replaces_top_level_keys(tmp_path):

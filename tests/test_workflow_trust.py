@@ -131,6 +131,10 @@ def test_shipped_paper_grid_plans_exactly_its_own_sizes(tmp_path):
     # the README's way to add Many Permutations to it
     specs = planned_specs(clrepro(repo, "-n", "-p", "--config", "datasets=[rotations,permutations,many_permutations]"))
     assert len(specs) == 39 and {s["samples_per_task"] for s in specs if s["dataset"] == "many_permutations"} == {200}
+    # lists of numbers on the command line (Snakemake hands nested values over as strings)
+    specs = planned_specs(clrepro(repo, "-n", "-p", "--config", "seeds=[0,1]", "memories=[200]"))
+    assert len(specs) == 52 and {s["seed"] for s in specs} == {0, 1}
+    assert {s["memory"] for s in specs} == {0, 200}
     # what the default is checked against: the same cells at full size, 3 seeds, only the cadence cut
     specs = planned_specs(clrepro(repo, "-n", "-p", "--configfile", "config/default_full.yaml"))
     assert len(specs) == 78 and all(s["reduced"] == {"log_every": 100} and s["test_examples_per_task"] == 10000
@@ -158,6 +162,23 @@ def test_deleted_record_is_retrained_alone(repo):
     new = json.loads(victim.read_text())
     assert new["R"] == old["R"] and new["eval_log"] == old["eval_log"]  # same config, seed, device: same numbers
     assert {k: v for k, v in records(repo).items() if k in others} == others
+
+
+def test_finished_records_whose_data_is_gone_are_not_retrained(repo):
+    """Records copied into a clone without data/ (or data deleted to save space): the data is rebuilt, only
+    the missing record trains, and the finished ones stay byte for byte."""
+    victim = small_records(repo)[0]
+    others = {k: v for k, v in records(repo).items() if k != str(victim.relative_to(repo / "results" / "runs"))}
+    old = json.loads(victim.read_text())
+    shutil.rmtree(repo / "data")
+    victim.unlink()
+    stats = job_stats(clrepro(repo, "--configfile", "small.yaml"))
+    assert stats["train"] == 1 and stats["mnist"] == 1 and stats["stream"] == 1, stats
+    assert json.loads(victim.read_text())["R"] == old["R"]
+    assert {k: v for k, v in records(repo).items() if k in others} == others
+    # rebuilding the data on purpose retrains nothing either
+    stats = job_stats(clrepro(repo, "--configfile", "small.yaml", "--forcerun", "mnist"))
+    assert stats.get("mnist") == 1 and "train" not in stats, stats
 
 
 def test_same_data_elsewhere_and_auto_vs_cpu_plan_nothing(repo, tmp_path):
