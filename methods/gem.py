@@ -7,8 +7,10 @@ GEM follows facebookresearch/GradientEpisodicMemory@34c6b8e `model/gem.py` (refe
 - every step: the mean-CE gradient on each previous task's whole memory row, then the current gradient g;
   if any <g, g_k> < 0, g is replaced by the QP projection against ALL past tasks (`projection.gem_project`,
   quadprog in float64, `v >= memory_strength`, ridge `qp_ridge`), then one SGD step.
-Speed without changing the math: all past-task gradients come from one `torch.func.vmap` over tasks of
-`grad(mean CE)` (bitwise equal to the reference's per-task loop in tests/test_gem.py), not k separate passes.
+Speed without changing the math: all past-task gradients come from one batched forward and a hand-written
+backward (`model.per_task_ce_grads`), bitwise equal to the reference's per-task loop at one thread
+(tests/test_gem.py), not k separate passes; a net other than the MLP, a partly written row, or rows of
+fewer than 4 slots use one `torch.func.vmap` over tasks (equal to the loop within 1e-7, not bitwise).
 Deviation, only when a task has fewer examples than its memory row (never in the scripted runs): the reference
 would train on the row's uninitialised slots; here unwritten slots get weight 0 (loss = mean over written slots).
 
@@ -36,11 +38,14 @@ from data_prep.errors import ClreproError
 
 from .base import Context, Learner
 from .memory import RngSwitch
-from .model import assign_flat_grad, flat_grad
+from .model import assign_flat_grad, flat_grad, mlp_layers, per_task_ce_grads
 from .projection import MARGIN_MODES, QPError, agem_project, gem_project
 
 
 MEMORY_FILLS = ("ring", "task_end_per_class")
+# Rows of fewer slots go through vmap: the reference's per-task forward on 1-3 rows takes the BLAS library's
+# small-matrix path, which the batched product cannot reproduce bit for bit (measured; tests/test_gem.py).
+BATCHED_MIN_SLOTS = 4
 
 
 class TaskRingMemory:
@@ -183,14 +188,18 @@ class GEM(_PerTaskMemoryLearner):
         super().__init__(ctx, hp, "gem")
         self.qp_calls = 0
         self.max_condition = 0.0
+        self._layers = mlp_layers(self.net)   # the MLP: hand-written batched backward (model.per_task_ce_grads)
         self._grad_full = vmap(grad(_mean_ce), in_dims=(None, None, 0, 0))
         self._grad_masked = vmap(grad(_masked_mean_ce), in_dims=(None, None, 0, 0, 0))
 
     def past_task_grads(self, tasks: list[int]) -> torch.Tensor:
         """[k, P]: the mean-CE gradient on each given task's memory row, in `parameters()` order."""
         x, y, written = self.memory.rows(tasks)
+        full = bool(written.all())
+        if full and self._layers is not None and y.size(1) >= BATCHED_MIN_SLOTS:
+            return per_task_ce_grads(self._layers, x, y)
         params = {name: p.detach() for name, p in self.net.named_parameters()}
-        if bool(written.all()):
+        if full:
             grads = self._grad_full(params, self.net, x, y)
         else:
             grads = self._grad_masked(params, self.net, x, y, written.to(x.dtype))
