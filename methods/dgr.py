@@ -101,7 +101,8 @@ class DGR(Learner):
         self.net = self.build_net()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
         self.generator = VAE(ctx.n_inputs, hp.vae_hidden, hp.latent_dim)
-        self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=hp.vae_lr)
+        # foreach: bitwise the default per-tensor loop on CPU, about 25 % faster (tests/test_dgr.py)
+        self.gen_opt = torch.optim.Adam(self.generator.parameters(), lr=hp.vae_lr, foreach=True)
         self.prev_solver: nn.Module | None = None
         self.prev_generator: VAE | None = None
         self.current_task = 0
