@@ -18,8 +18,12 @@ A-GEM follows the A-GEM reference (anchors-systems.md 2.2): the same per-task me
 per step = mean CE on `sample_size` items drawn uniformly WITHOUT replacement from the written slots of the
 previous tasks (the current task is never in the reference set), projected with `projection.agem_project`.
 
-`rng` (the run's compat.rng; docs/gem.md): GEM consumes no RNG while training, as the reference, so both modes
-are the same run. A-GEM under "reference" makes facebookresearch/agem's own calls (fc_permute_mnist.py): the
+`rng` (the run's compat.rng; docs/gem.md): GEM consumes no RNG while training, as the reference. Under
+"reference" it also lays its past-task gradients out as the reference does (the columns of a [P, k] matrix),
+so that the float32 dot products and numpy's float64 Gram matrix, q and projected gradient sum in the
+reference's order and a run stays on the reference's evaluation log over a whole stream; "fast" keeps the
+[k, P] rows and saves that transposing copy every step (its roundings differ, so over a whole stream its
+log drifts away from the reference's, to seed-noise size at the end). A-GEM under "reference" makes facebookresearch/agem's own calls (fc_permute_mnist.py): the
 reference batch is all available items in order if there are at most `sample_size`, else
 `np.random.choice(available, sample_size, replace=False)` from numpy's global RNG; its task-end per-class fill
 is A-GEM's RNG-free per-class ring (the last n // classes examples of each class, at ring positions whose
@@ -174,7 +178,7 @@ class GEM(_PerTaskMemoryLearner):
     """Gradient Episodic Memory, exact QP projection as the reference `project2cone2`."""
 
     @dataclass(frozen=True)
-    class Hparams(RngSwitch):                  # rng: no RNG consumed while training, same run either way
+    class Hparams(RngSwitch):                  # rng "reference": the reference's memory layout (module doc)
         lr: float
         memory_strength: float                  # gamma: lower bound on the dual variables (reference)
         qp_ridge: float = 1e-3                  # eps*I added to the Gram matrix (GEM's PSD fix; MER's copy: 0)
@@ -214,9 +218,17 @@ class GEM(_PerTaskMemoryLearner):
             self.checks += 1
             params = list(self.net.parameters())
             g = flat_grad(params)
+            if self.hp.rng == "reference":
+                # the reference's layout: its gradients are the columns of a [P, k] matrix, so its float32
+                # dot products and numpy's float64 products sum in another order than on [k, P] rows
+                G = G.t().contiguous()
+                dotp = torch.mm(g.view(1, -1), G).view(-1)
+                G = G.t()
+            else:
+                dotp = G @ g
             # `not >= 0` rather than `< 0`: a NaN dot product counts as violated, so it reaches the QP and
             # raises there instead of silently skipping the projection (the reference skips it).
-            if bool((~(G @ g >= 0)).any()):
+            if bool((~(dotp >= 0)).any()):
                 assign_flat_grad(params, self._project(g, G, t, past))
         self.opt.step()
 

@@ -51,12 +51,14 @@ def gem_project(g: torch.Tensor, G: torch.Tensor, margin: float = 0.0, ridge: fl
     """
     if margin_mode not in MARGIN_MODES:
         raise ValueError(f"margin_mode must be one of {MARGIN_MODES}, not {margin_mode!r}")
+    # The reference's own numpy calls, in its order: with G laid out as the reference lays it out (a
+    # transposed view of a [P, k] matrix, methods/gem.py under rng "reference") every product is its product.
     M = G.detach().double().cpu().numpy()
     gv = g.detach().double().cpu().numpy()
     k = M.shape[0]
-    gram = M @ M.T
-    P = 0.5 * (gram + gram.T) + ridge * np.eye(k)
-    q = -(M @ gv)
+    gram = np.dot(M, M.transpose())
+    P = 0.5 * (gram + gram.transpose()) + np.eye(k) * ridge
+    q = np.dot(M, gv) * -1
     lower = margin if margin_mode == "lower_bound" else 0.0
     b = np.full(k, lower, dtype=np.float64)
     condition = _condition(P)
@@ -68,7 +70,7 @@ def gem_project(g: torch.Tensor, G: torch.Tensor, margin: float = 0.0, ridge: fl
         raise QPError(f"quadprog.solve_qp failed: {exc}", condition, k) from exc
     if margin_mode == "additive":
         v = v + margin
-    g_tilde = M.T @ v + gv
+    g_tilde = np.dot(v, M) + gv
     return QPResult(torch.from_numpy(g_tilde).to(dtype=g.dtype, device=g.device), v, condition)
 
 
