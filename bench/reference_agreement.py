@@ -289,9 +289,10 @@ def agreement_table(rows: list[dict], args) -> str:
         (mr, sr), (mm, sm), (mf, sf) = mean_std(ref), mean_std(mine), mean_std(fast)
         se2 = 2 * math.sqrt(sr ** 2 / len(rs) + sf ** 2 / len(rs))
         worst = max(abs(a - b) for a, b in zip(mine, ref))
+        verdict = "n/a (1 seed)" if len(rs) < 2 else ("yes" if abs(mf - mr) <= se2 else "NO")
         out.append(f"| {method} | {dataset} | {memory} | {len(rs)} | {mr:.4f} ± {sr:.4f} | {mm:.4f} ± {sm:.4f} | "
                    f"{small(worst)} | {mf:.4f} ± {sf:.4f} | {mf - mr:+.4f} | {se2:.4f} | "
-                   f"{'yes' if abs(mf - mr) <= se2 else 'NO'} |")
+                   f"{verdict} |")
     return "\n".join(out) + "\n"
 
 
