@@ -23,8 +23,9 @@ previous tasks (the current task is never in the reference set), projected with 
 so that the float32 dot products and numpy's float64 Gram matrix, q and projected gradient sum in the
 reference's order and a run stays on the reference's evaluation log over a whole stream; "fast" keeps the
 [k, P] rows and saves that transposing copy every step (its roundings differ, so over a whole stream its
-log drifts away from the reference's, to seed-noise size at the end). A-GEM under "reference" makes facebookresearch/agem's own calls (fc_permute_mnist.py): the
-reference batch is all available items in order if there are at most `sample_size`, else
+log drifts away from the reference's, to seed-noise size at the end).
+A-GEM under "reference" makes facebookresearch/agem's own calls (fc_permute_mnist.py): the reference batch
+is all available items in order if there are at most `sample_size`, else
 `np.random.choice(available, sample_size, replace=False)` from numpy's global RNG; its task-end per-class fill
 is A-GEM's RNG-free per-class ring (the last n // classes examples of each class, at ring positions whose
 counters carry over between tasks). "fast" draws both with torch.randperm.
