@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from data_prep.streams import TaskStream  # noqa: E402
 from methods import registry  # noqa: E402
 from methods.base import Context  # noqa: E402
-from methods.model import flat_grad, mlp_layers, per_task_ce_grads  # noqa: E402
+from methods.model import flat_grad  # noqa: E402
 from methods.projection import gem_project  # noqa: E402
 
 
@@ -67,13 +67,10 @@ def main() -> None:
         return torch.stack(rows)
 
     ms_loop, ref = timed(loop, args.repeats)
-    ms_vmap, vmapped = timed(lambda: gem._grad_full(
-        {n: p.detach() for n, p in gem.net.named_parameters()}, gem.net, gem.memory.x[:args.tasks],
-        gem.memory.y[:args.tasks]), args.repeats)
-    vmapped = torch.cat([vmapped[n].reshape(args.tasks, -1) for n, _ in gem.net.named_parameters()], 1)
-    layers = mlp_layers(gem.net)
-    ms_fast, fast = timed(lambda: per_task_ce_grads(layers, gem.memory.x[:args.tasks], gem.memory.y[:args.tasks]),
-                          args.repeats)
+    layers, gem._layers = gem._layers, None     # GEM's vmap path (other nets, 1-3 slots): the code before
+    ms_vmap, vmapped = timed(lambda: gem.past_task_grads(tasks), args.repeats)
+    gem._layers = layers
+    ms_fast, fast = timed(lambda: gem.past_task_grads(tasks), args.repeats)
     g = -fast.mean(0) + 0.1 * torch.randn_like(fast[0])
     ms_qp, _ = timed(lambda: gem_project(g, fast, 1.0, 1e-3), args.repeats)
     print(f"past-task grads, {args.tasks} tasks x {args.slots} slots, 1 thread: per-task loop {ms_loop:.1f} ms; "

@@ -263,6 +263,9 @@ def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
     return torch.baddbmm(bias.unsqueeze(1), h.transpose(0, 1), weight.transpose(1, 2)).transpose(0, 1)
 
 
+TEST_SUBSETS = ("first", "spread")
+
+
 def test_subset(n_available: int, n: int, how: str = "first") -> np.ndarray:
     """Which n of a task's n_available test images to score: "first" (the reference's slice, and every
     record made before the option existed) or "spread" (every (n_available/n)-th, no RNG). MNIST's test set is
@@ -273,9 +276,6 @@ def test_subset(n_available: int, n: int, how: str = "first") -> np.ndarray:
     if how == "first" or n >= n_available:
         return np.arange(min(n, n_available))
     return np.arange(n) * n_available // n
-
-
-TEST_SUBSETS = ("first", "spread")
 
 
 def task_test_sets(stream: TaskStream, n_test: int, drop_last: bool,
