@@ -81,6 +81,21 @@ def train_data(wildcards):
             "mnist": ancient("data/mnist/manifest.json")}
 
 
+# Longest jobs first (`priority`): Snakemake otherwise starts them in DAG order, and a 400 s DGR job started
+# last ran alone for 4 minutes of the default grid's 21 (one of two cores idle). TRAIN_SECONDS is a hint
+# only: each method's training seconds on the default grid (2 cores, benchmarks/train/), per 1000 examples
+# per task and per stream, so other protocols are ordered roughly right; it never changes what runs.
+TRAIN_SECONDS = {"dgr": 280, "gem": 245, "agem": 100, "meralg1": 100, "taagem": 95, "eralg5": 50, "ewc": 40,
+                 "eralg4": 34, "meralg7": 30, "online": 27, "taskinput": 27, "independent": 21, "meralg6": 18}
+
+
+def train_priority(wildcards):
+    """Expected seconds (a relative scale): method cost times examples per task over the default's 1000."""
+    spec = RECORDS.get(RECORD.format(**wildcards))
+    scale = spec["samples_per_task"] / 1000 if spec else 1
+    return round(TRAIN_SECONDS.get(wildcards.method, 50) * scale)
+
+
 def stream_args(wildcards):
     """The stream's definition as `python -m data_prep stream` arguments; the options beyond kind, tasks and
     degrees only where set, so an older stream's command (a rerun trigger) is unchanged."""

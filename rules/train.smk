@@ -9,6 +9,7 @@
 # Every job runs under tools/gpu_slot.py, which gives it its own GPU slot (CUDA_VISIBLE_DEVICES) or the CPU;
 # `--resources gpu=N*K` (N GPUs, K = gpu.jobs_per_gpu) lets Snakemake start that many at once (docs/scale.md).
 # The slot settings are resources, not params: a different GPU count must not rerun finished jobs.
+# Longest jobs first: `priority` is train_priority (rules/common.smk).
 
 
 rule train:
@@ -23,6 +24,7 @@ rule train:
     benchmark:
         f"benchmarks/train/{RUN}.tsv"
     threads: 1
+    priority: train_priority
     resources:
         gpu=1,
         n_gpus=config["gpu"]["n_gpus"],

@@ -55,6 +55,16 @@ def test_evaluation_cadence_leaves_R_unchanged(run_train, tmp_path, method, memo
     assert recs[0]["R"] == recs[1]["R"] and recs[0]["b"] == recs[1]["b"]
 
 
+def test_make_deterministic_turns_on_error_mode_without_importing_the_compiler():
+    """Nondeterministic kernels raise, the thread count is fixed, and torch._inductor (2.6 s of every job's
+    start when use_deterministic_algorithms imported it) stays unloaded."""
+    code = ("import sys, torch; from methods import device; device.make_deterministic(torch.device('cpu'), 1); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "torch.get_num_threads(), any(m.startswith('torch._inductor') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "1", "False"]
+
+
 def test_same_seed_same_bytes_and_other_seed_differs(run_train, tmp_path):
     rec_a, _ = run_train("online", seed=3, out=tmp_path / "a.json", hparams={"lr": 0.01})
     rec_b, _ = run_train("online", seed=3, out=tmp_path / "b.json", hparams={"lr": 0.01})
