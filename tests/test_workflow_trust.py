@@ -77,6 +77,14 @@ def planned_specs(proc: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(m) for m in re.findall(r"--spec '(\{.*?\})' --stream", proc.stdout + proc.stderr)]
 
 
+def planned_priorities(proc: subprocess.CompletedProcess) -> dict[str, set[int]]:
+    """method -> the `priority:` values of its planned training jobs (Snakemake prints it under the wildcards)."""
+    found: dict[str, set[int]] = {}
+    for method, value in re.findall(r"method=(\w+),.*\n\s+priority: (\d+)", proc.stdout + proc.stderr):
+        found.setdefault(method, set()).add(int(value))
+    return found
+
+
 def small_records(repo: Path) -> list[Path]:
     """The four records small.yaml names (other cases leave records of other configs beside them)."""
     from methods.config import grid_record_paths, prepare, workflow_config
@@ -122,12 +130,17 @@ def test_shipped_paper_grid_plans_exactly_its_own_sizes(tmp_path):
     assert specs and all(s["reduced"] == {} and s["test_examples_per_task"] == 10000 for s in specs)
     # the default grid (no --configfile): every method on full-size Rotations and Permutations, memory 500,
     # seed 0, only test images and cadence cut, and it says so in every spec
-    specs = planned_specs(clrepro(repo, "-n", "-p"))
+    proc = clrepro(repo, "-n", "-p")
+    specs = planned_specs(proc)
     assert len(specs) == 26 and {s["dataset"] for s in specs} == {"rotations", "permutations"}
     for spec in specs:
         assert spec["samples_per_task"] == 1000 and spec["n_tasks"] == 20 and spec["seed"] == 0
         assert spec["memory"] in (0, 500) and spec["test_examples_per_task"] == 2000
         assert spec["reduced"] == {"test_examples_per_task": 10000, "log_every": 100}
+    # longest jobs first: DGR and GEM start before the short ones (else one of them runs alone at the end)
+    priority = {m: max(v) for m, v in planned_priorities(proc).items()}
+    assert len(priority) == 13
+    assert min(priority["dgr"], priority["gem"]) > max(priority[m] for m in priority if m not in ("dgr", "gem"))
     # the README's way to add Many Permutations to it
     specs = planned_specs(clrepro(repo, "-n", "-p", "--config", "datasets=[rotations,permutations,many_permutations]"))
     assert len(specs) == 39 and {s["samples_per_task"] for s in specs if s["dataset"] == "many_permutations"} == {200}
