@@ -81,9 +81,35 @@ def task_balanced_loss(logits: torch.Tensor, y: torch.Tensor, tasks: torch.Tenso
 
 
 class ERAlg5(ERAlg4):
-    """Alg. 4's draw, but the loss sums per-task mean losses (`eralg5.py`); task ids only balance."""
+    """Alg. 4's draw, but the loss sums per-task mean losses (`eralg5.py`); task ids only balance.
+
+    "fast": one forward over [replayed..., current] and `task_balanced_loss`, the same sum in another order.
+    rng "reference": the reference's own computation, so that a run stays on its evaluation log over a whole
+    stream (a single forward drifted from it by a test image within 400 examples): one forward per task
+    group, groups in order of first appearance with the current task first, the current example first in its
+    group and the drawn items in draw order, and the loss summed group by group from 0.0.
+    """
 
     def batch_loss(self, logits, by, t, mem_t):
-        # Batch order is [replayed..., current]; the reference groups by task, which changes no sum.
         tasks = torch.cat([mem_t, torch.tensor([t], dtype=torch.long, device=mem_t.device)])
         return task_balanced_loss(logits, by, tasks)
+
+    def observe(self, x, t, y):
+        if self.hp.rng != "reference":
+            return super().observe(x, t, y)
+        for i in range(x.shape[0]):
+            idx = self.memory.draw_indices(int(self.hp.replay_batch_size))
+            groups: dict[int, list[int]] = {t: []}
+            for j, task in zip(idx, self.memory.t[idx].tolist()):
+                groups.setdefault(task, []).append(j)
+            self.opt.zero_grad()
+            loss = 0.0
+            for task, slots in groups.items():
+                m = torch.tensor(slots, dtype=torch.long, device=x.device)
+                gx, gy = self.memory.x[m], self.memory.y[m]
+                if task == t:
+                    gx, gy = torch.cat([x[i][None], gx]), torch.cat([y[i][None], gy])
+                loss += F.cross_entropy(self.net(gx), gy)
+            loss.backward()
+            self.opt.step()
+            self.memory.add(x[i], y[i], t)
