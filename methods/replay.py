@@ -63,11 +63,15 @@ class ERAlg4(ReplayLearner):
     def batch_loss(self, logits, by, t, mem_t):  # noqa: ARG002 - task ids unused by Alg. 4
         return F.cross_entropy(logits, by)
 
+    def example_loss(self, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
+        """The loss of one stream example's step: draw the replayed items, score [replayed..., current]."""
+        bx, by, mem_t, _ = self.replay_batch(x, y, current_first=False)
+        return self.batch_loss(self.net(bx), by, t, mem_t)
+
     def observe(self, x, t, y):
         for i in range(x.shape[0]):
-            bx, by, mem_t, _ = self.replay_batch(x[i], y[i], current_first=False)
             self.opt.zero_grad()
-            self.batch_loss(self.net(bx), by, t, mem_t).backward()
+            self.example_loss(x[i], y[i], t).backward()
             self.opt.step()
             self.memory.add(x[i], y[i], t)
 
@@ -94,22 +98,18 @@ class ERAlg5(ERAlg4):
         tasks = torch.cat([mem_t, torch.tensor([t], dtype=torch.long, device=mem_t.device)])
         return task_balanced_loss(logits, by, tasks)
 
-    def observe(self, x, t, y):
+    def example_loss(self, x, y, t):
         if self.hp.rng != "reference":
-            return super().observe(x, t, y)
-        for i in range(x.shape[0]):
-            idx = self.memory.draw_indices(int(self.hp.replay_batch_size))
-            groups: dict[int, list[int]] = {t: []}
-            for j, task in zip(idx, self.memory.t[idx].tolist()):
-                groups.setdefault(task, []).append(j)
-            self.opt.zero_grad()
-            loss = 0.0
-            for task, slots in groups.items():
-                m = torch.tensor(slots, dtype=torch.long, device=x.device)
-                gx, gy = self.memory.x[m], self.memory.y[m]
-                if task == t:
-                    gx, gy = torch.cat([x[i][None], gx]), torch.cat([y[i][None], gy])
-                loss += F.cross_entropy(self.net(gx), gy)
-            loss.backward()
-            self.opt.step()
-            self.memory.add(x[i], y[i], t)
+            return super().example_loss(x, y, t)
+        idx = self.memory.draw_indices(int(self.hp.replay_batch_size))
+        groups: dict[int, list[int]] = {t: []}
+        for j, task in zip(idx, self.memory.t[idx].tolist()):
+            groups.setdefault(task, []).append(j)
+        loss = 0.0
+        for task, slots in groups.items():
+            m = torch.tensor(slots, dtype=torch.long, device=x.device)
+            gx, gy = self.memory.x[m], self.memory.y[m]
+            if task == t:
+                gx, gy = torch.cat([x[None], gx]), torch.cat([y[None], gy])
+            loss += F.cross_entropy(self.net(gx), gy)
+        return loss
