@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from data_prep.errors import ClreproError
 from methods import registry
 from methods.base import Context
-from methods.dgr import VAE
+from methods.dgr import FlatAdam, VAE
 
 
 def real_inputs(stream, task: int, n: int, seed: int = 0):
@@ -115,21 +115,29 @@ def test_any_batch_size_and_replay_ratio(make_stream, batch_size):
     assert len(learner.gen_losses) == 3 * 3
 
 
-def test_generator_adam_foreach_is_bitwise_the_per_tensor_loop(make_stream):
-    """The generator's Adam runs foreach (faster); 30 real DGR steps over a task switch give the very same
-    generator and solver as with the per-tensor loop Adam used before."""
+def test_generator_flat_adam_is_bitwise_the_per_tensor_loop(make_stream):
+    """The generator's Adam runs over one flat buffer (FlatAdam); 30 real DGR steps over a task switch give the
+    very same generator and solver as torch's default Adam: per-tensor loop, gradients set to None and
+    allocated afresh by each backward."""
     stream = make_stream("rotations", n_tasks=2)
     runs = []
-    for foreach in (True, False):
+    for flat in (True, False):
         torch.manual_seed(0)
         learner = registry.build("dgr", ctx(), {"lr": 0.01, "generator_steps_per_batch": 2})
-        assert learner.gen_opt.defaults["foreach"] is True
-        if not foreach:
-            learner.gen_opt = torch.optim.Adam(learner.generator.parameters(), lr=learner.hp.vae_lr, foreach=False)
+        params = list(learner.generator.parameters())
+        assert isinstance(learner.gen_opt, FlatAdam)
+        assert learner.gen_opt.param.numel() == sum(p.numel() for p in params)
+        # every layer is a view of the one buffer the optimiser updates
+        assert all(p.untyped_storage().data_ptr() == learner.gen_opt.param.untyped_storage().data_ptr()
+                   for p in params)
+        if not flat:
+            learner.gen_opt = torch.optim.Adam(params, lr=learner.hp.vae_lr, foreach=False)
+        start = torch.cat([p.detach().reshape(-1) for p in params])
         for t in range(2):
             x, y = real_inputs(stream, t, 15, seed=t)
             for i in range(15):
                 learner.observe(x[i:i + 1], t, y[i:i + 1])
-        runs.append(torch.cat([p.detach().reshape(-1) for p in
-                               list(learner.generator.parameters()) + list(learner.net.parameters())]))
+        generator = torch.cat([p.detach().reshape(-1) for p in learner.generator.parameters()])
+        assert not torch.equal(generator, start)   # the module's layers did move
+        runs.append(torch.cat([generator] + [p.detach().reshape(-1) for p in learner.net.parameters()]))
     assert torch.equal(runs[0], runs[1])
