@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from seaborn.utils import relative_luminance  # noqa: E402
 
 from data_prep.atomic import atomic_path  # noqa: E402
 from data_prep.errors import ClreproError, one_line_errors  # noqa: E402
@@ -87,22 +88,20 @@ def heatmap(matrix: pd.DataFrame, dataset: str):
     for k, (ax, (method, memory)) in enumerate(zip(axes, configs)):
         one = sub[(sub["method"] == method) & (sub["memory"] == memory)]
         R = one.pivot_table(index="trained_task", columns="eval_task", values="acc", aggfunc="mean")
+        values = R.to_numpy()
         n_seeds = one["seed"].nunique()
-        ax.imshow(R.to_numpy(), cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+        ax.imshow(values, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="equal")
         ax.grid(False)
         ax.set_xticks(range(0, R.shape[1], step), R.columns[::step])
         ax.set_yticks(range(0, R.shape[0], step), R.index[::step], rotation=90, va="center")
         ax.tick_params(length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
-        if annot:  # dark text on light cells, light on dark (seaborn's rule: relative luminance > 0.408)
-            for (i, j), v in np.ndenumerate(R.to_numpy()):
+        if annot:  # dark text on light cells, light on dark (seaborn heatmap's own rule)
+            for (i, j), v in np.ndenumerate(values):
                 if np.isfinite(v):
-                    rgb = np.asarray(cmap(v)[:3])
-                    lum = np.dot([0.2126, 0.7152, 0.0722], np.where(rgb <= 0.03928, rgb / 12.92,
-                                                                    ((rgb + 0.055) / 1.055) ** 2.4))
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                            color=".15" if lum > 0.408 else "w")
+                            color=".15" if relative_luminance(cmap(v)) > 0.408 else "w")
         ax.set_title(f"{_label(method, memory)}, {n_seeds} seed{'s' * (n_seeds > 1)}", fontsize=9)
         ax.set_xlabel("evaluated task j")
         ax.set_ylabel("after training task i" if k % n_cols == 0 else "")

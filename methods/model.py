@@ -39,25 +39,23 @@ def mlp_layers(net: nn.Module) -> list[nn.Linear] | None:
     return None
 
 
-def flatten_parameters(module: nn.Module) -> tuple[nn.Parameter, torch.Tensor]:
-    """Re-home module's parameters as views of one flat Parameter and their gradients as views of one flat
-    buffer (zeroed, so backward adds into it in place); returns (flat parameter, flat gradient).
+def flatten_parameters(module: nn.Module) -> nn.Parameter:
+    """Re-home module's parameters as views of one flat Parameter, and their gradients as views of its .grad
+    (zeroed, so backward adds into it in place).
 
     An optimiser over the flat Parameter then runs each of its elementwise ops once over all layers instead of
     once per tensor: the same operations on the same numbers, so bitwise the per-tensor update, only faster.
     """
     params = list(module.parameters())
-    flat = torch.cat([p.detach().reshape(-1) for p in params])
-    grad = torch.zeros_like(flat)
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
     offset = 0
     for p in params:
         n = p.numel()
-        p.data = flat[offset:offset + n].view_as(p)
-        p.grad = grad[offset:offset + n].view_as(p)
+        p.data = flat.data[offset:offset + n].view_as(p)
+        p.grad = flat.grad[offset:offset + n].view_as(p)
         offset += n
-    flat_param = nn.Parameter(flat)
-    flat_param.grad = grad
-    return flat_param, grad
+    return flat
 
 
 def flat_grad(params) -> torch.Tensor:
