@@ -12,7 +12,7 @@ from torch import nn
 
 from .base import Context, Learner
 from .memory import RngSwitch
-from .model import mlp, mlp_layers
+from .model import ce_grads, mlp, mlp_layers, sgd_step
 
 
 @dataclass(frozen=True)
@@ -21,19 +21,22 @@ class LrHparams(Learner.Hparams, RngSwitch):
 
 
 class Online(Learner):
-    """Plain SGD on the stream (GEM `single.py`, MER `online.py`)."""
+    """Plain SGD on the stream (GEM `single.py`, MER `online.py`).
+
+    Every SGD step here and in the other baselines is `model.ce_grads` + `model.sgd_step`: bitwise
+    zero_grad, cross_entropy(...).backward() and torch.optim.SGD's step, without autograd's overhead.
+    """
 
     Hparams = LrHparams
 
     def __init__(self, ctx: Context, hp: Learner.Hparams) -> None:
         super().__init__(ctx, hp)
         self.net = self.build_net()
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+        self.layers = mlp_layers(self.net)
+        self.params = list(self.net.parameters())
 
     def observe(self, x, t, y):
-        self.opt.zero_grad()
-        F.cross_entropy(self.net(x), y).backward()
-        self.opt.step()
+        sgd_step(self.params, ce_grads(self.layers, x, y), self.hp.lr)
 
 
 class Independent(Learner):
@@ -53,7 +56,6 @@ class Independent(Learner):
         width = max(1, ctx.n_hiddens // ctx.n_tasks)
         self.nets = nn.ModuleList(mlp([ctx.n_inputs] + [width] * ctx.n_layers + [ctx.n_outputs])
                                   for _ in range(ctx.n_tasks))
-        self.opts = [torch.optim.SGD(net.parameters(), lr=hp.lr) for net in self.nets]
         self.old_task = -1
 
     def forward(self, x, t):
@@ -66,9 +68,7 @@ class Independent(Learner):
         if self.hp.finetune and t > 0 and t != self.old_task:
             self.nets[t].load_state_dict(self.nets[self.old_task].state_dict())
         self.old_task = t
-        self.opts[t].zero_grad()
-        F.cross_entropy(self.nets[t](x), y).backward()
-        self.opts[t].step()
+        sgd_step(list(self.nets[t].parameters()), ce_grads(mlp_layers(self.nets[t]), x, y), self.hp.lr)
 
 
 class TaskInput(Learner):
@@ -87,7 +87,6 @@ class TaskInput(Learner):
         for layer in self.modules():
             if isinstance(layer, nn.Linear):
                 nn.init.zeros_(layer.bias)
-        self.opt = torch.optim.SGD(self.parameters(), lr=hp.lr)
 
     def forward(self, x, t):
         return self.shared(F.relu(self.inputs[t](x)))
@@ -97,9 +96,8 @@ class TaskInput(Learner):
         return [self.inputs[t], *shared] if shared else None
 
     def observe(self, x, t, y):
-        self.opt.zero_grad()
-        F.cross_entropy(self(x, t), y).backward()
-        self.opt.step()
+        layers = self.eval_mlp(t)
+        sgd_step([p for lin in layers for p in (lin.weight, lin.bias)], ce_grads(layers, x, y), self.hp.lr)
 
 
 class EWC(Learner):
@@ -123,16 +121,15 @@ class EWC(Learner):
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         super().__init__(ctx, hp)
         self.net = self.build_net()
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+        self.layers = mlp_layers(self.net)
+        self.params = list(self.net.parameters())
         self.current_task = 0
         self.mem_x = self.mem_y = None
         self.fisher_sum: list[torch.Tensor] | None = None   # A
         self.anchor_sum: list[torch.Tensor] | None = None   # B
 
     def _consolidate(self) -> None:
-        self.opt.zero_grad()
-        F.cross_entropy(self.net(self.mem_x), self.mem_y).backward()
-        fisher = [p.grad.detach().pow(2) for p in self.net.parameters()]
+        fisher = [g.pow(2) for g in ce_grads(self.layers, self.mem_x, self.mem_y)]
         anchor = [f * p.detach() for f, p in zip(fisher, self.net.parameters())]
         if self.fisher_sum is None:
             self.fisher_sum, self.anchor_sum = fisher, anchor
@@ -146,12 +143,12 @@ class EWC(Learner):
         return self.hp.memory_strength * total
 
     @torch.no_grad()
-    def add_penalty_grad(self) -> None:
-        """Add the penalty's gradient to .grad without an autograd graph: the same ops autograd runs for
+    def add_penalty_grad(self, grads: list[torch.Tensor]) -> None:
+        """Add the penalty's gradient to grads without an autograd graph: the same ops autograd runs for
         `penalty()` (lam*(a*p - 2b) + (lam*p)*a), so the step is bitwise the same (tests/test_baselines.py)."""
-        for p, a, b in zip(self.net.parameters(), self.fisher_sum, self.anchor_sum):
+        for g, p, a, b in zip(grads, self.net.parameters(), self.fisher_sum, self.anchor_sum):
             lam = torch.full_like(p, self.hp.memory_strength)
-            p.grad.add_(lam * (a * p - 2 * b) + (lam * p) * a)
+            g.add_(lam * (a * p - 2 * b) + (lam * p) * a)
 
     def observe(self, x, t, y):
         if t != self.current_task:
@@ -163,8 +160,7 @@ class EWC(Learner):
         elif self.mem_x.size(0) < self.hp.n_memories:
             self.mem_x = torch.cat([self.mem_x, x.detach()])[: self.hp.n_memories]
             self.mem_y = torch.cat([self.mem_y, y.detach()])[: self.hp.n_memories]
-        self.opt.zero_grad()
-        F.cross_entropy(self.net(x), y).backward()
+        grads = ce_grads(self.layers, x, y)
         if self.fisher_sum is not None:
-            self.add_penalty_grad()
-        self.opt.step()
+            self.add_penalty_grad(grads)
+        sgd_step(self.params, grads, self.hp.lr)

@@ -43,7 +43,7 @@ from data_prep.errors import ClreproError
 
 from .base import Context, Learner
 from .memory import RngSwitch
-from .model import assign_flat_grad, flat_grad, mlp_layers, per_task_ce_grads
+from .model import ce_grads, mlp_layers, per_task_ce_grads, sgd_step
 from .projection import MARGIN_MODES, QPError, agem_project, gem_project
 
 
@@ -142,12 +142,16 @@ def _masked_mean_ce(params, net, x, y, w):
 
 
 class _PerTaskMemoryLearner(Learner):
-    """What GEM and A-GEM share: the MLP with SGD, the per-task ring memory, and the tasks seen so far."""
+    """What GEM and A-GEM share: the MLP with SGD, the per-task ring memory, and the tasks seen so far.
+
+    Gradients are `model.ce_grads` and steps `model.sgd_step`: bitwise autograd's and torch.optim.SGD's.
+    """
 
     def __init__(self, ctx: Context, hp, name: str) -> None:
         super().__init__(ctx, hp)
         self.net = self.build_net()
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+        self.layers = mlp_layers(self.net)
+        self.params = list(self.net.parameters())
         self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, name)
         if hp.memory_fill not in MEMORY_FILLS:
             raise ClreproError(f"{name} memory_fill must be one of {MEMORY_FILLS}, not {hp.memory_fill!r}")
@@ -165,6 +169,12 @@ class _PerTaskMemoryLearner(Learner):
         if self.hp.memory_fill == "ring":
             self.memory.add(x, y, t)
         return self.observed_tasks[:-1]
+
+    def descend(self, grads: list[torch.Tensor], flat: torch.Tensor | None = None) -> None:
+        """One SGD step along grads, or along `flat`, a projection of them concatenated."""
+        if flat is not None:
+            grads = [f.view_as(g) for f, g in zip(flat.split([g.numel() for g in grads]), grads)]
+        sgd_step(self.params, grads, self.hp.lr)
 
     def end_task(self, t: int, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.hp.memory_fill == "task_end_per_class":
@@ -193,7 +203,6 @@ class GEM(_PerTaskMemoryLearner):
         super().__init__(ctx, hp, "gem")
         self.qp_calls = 0
         self.max_condition = 0.0
-        self._layers = mlp_layers(self.net)   # the MLP: hand-written batched backward (model.per_task_ce_grads)
         self._grad_full = vmap(grad(_mean_ce), in_dims=(None, None, 0, 0))
         self._grad_masked = vmap(grad(_masked_mean_ce), in_dims=(None, None, 0, 0, 0))
 
@@ -201,8 +210,8 @@ class GEM(_PerTaskMemoryLearner):
         """[k, P]: the mean-CE gradient on each given task's memory row, in `parameters()` order."""
         x, y, written = self.memory.rows(tasks)
         full = bool(written.all())
-        if full and self._layers is not None and y.size(1) >= BATCHED_MIN_SLOTS:
-            return per_task_ce_grads(self._layers, x, y)
+        if full and y.size(1) >= BATCHED_MIN_SLOTS:
+            return per_task_ce_grads(self.layers, x, y)
         params = {name: p.detach() for name, p in self.net.named_parameters()}
         if full:
             grads = self._grad_full(params, self.net, x, y)
@@ -213,12 +222,11 @@ class GEM(_PerTaskMemoryLearner):
     def observe(self, x, t, y):
         past = self.remember(x, t, y)
         G = self.past_task_grads(past) if past else None
-        self.opt.zero_grad()
-        F.cross_entropy(self.net(x), y).backward()
+        grads = ce_grads(self.layers, x, y)
+        g_tilde = None
         if G is not None:
             self.checks += 1
-            params = list(self.net.parameters())
-            g = flat_grad(params)
+            g = torch.cat([gi.reshape(-1) for gi in grads])
             if self.hp.rng == "reference":
                 # the reference's layout: its gradients are the columns of a [P, k] matrix, so its float32
                 # dot products and numpy's float64 products sum in another order than on [k, P] rows
@@ -230,8 +238,8 @@ class GEM(_PerTaskMemoryLearner):
             # `not >= 0` rather than `< 0`: a NaN dot product counts as violated, so it reaches the QP and
             # raises there instead of silently skipping the projection (the reference skips it).
             if bool((~(dotp >= 0)).any()):
-                assign_flat_grad(params, self._project(g, G, t, past))
-        self.opt.step()
+                g_tilde = self._project(g, G, t, past)
+        self.descend(grads, g_tilde)
 
     def _project(self, g: torch.Tensor, G: torch.Tensor, t: int, past: list[int]) -> torch.Tensor:
         self.qp_calls += 1
@@ -282,22 +290,19 @@ class AGEM(_PerTaskMemoryLearner):
 
     def observe(self, x, t, y):
         past = self.remember(x, t, y)
-        params = list(self.net.parameters())
         g_ref = None
         if past:
             mx, my = self.reference_sample(past)
-            self.opt.zero_grad()
-            F.cross_entropy(self.net(mx), my).backward()
-            g_ref = flat_grad(params)
-        self.opt.zero_grad()
-        F.cross_entropy(self.net(x), y).backward()
+            g_ref = torch.cat([g.reshape(-1) for g in ce_grads(self.layers, mx, my)])
+        grads = ce_grads(self.layers, x, y)
+        g_tilde = None
         if g_ref is not None:
             self.checks += 1
-            g, projected = agem_project(flat_grad(params), g_ref)
+            g, projected = agem_project(torch.cat([gi.reshape(-1) for gi in grads]), g_ref)
             if projected:
                 self.projections += 1
-                assign_flat_grad(params, g)
-        self.opt.step()
+                g_tilde = g
+        self.descend(grads, g_tilde)
 
     def info(self) -> dict:
         return {**super().info(), "sample_size": self.hp.sample_size}

@@ -74,6 +74,47 @@ def assign_flat_grad(params, flat: torch.Tensor) -> None:
 
 
 @torch.no_grad()
+def ce_grads(layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor,
+             item_weights: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The gradient of F.cross_entropy(mlp(x), y) for the MLP whose Linear layers are given, in `parameters()`
+    order (W1, b1, W2, b2, ...); with `item_weights` w, of (w * cross_entropy(..., reduction="none")).sum().
+
+    Bitwise what `loss.backward()` leaves in .grad: the same kernels on the same layouts (addmm forward,
+    log-softmax and NLL backward, threshold_backward, grad^T @ input for weights, a column sum for biases;
+    tests/test_baselines.py), without building and walking autograd's graph, which at batch size 1 costs
+    more than the arithmetic (bench/bench_train.py).
+    """
+    acts = [x]
+    h = x
+    for i, lin in enumerate(layers):
+        h = torch.addmm(lin.bias, h, lin.weight.t())
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+            acts.append(h)
+    logp = torch.log_softmax(h, 1)
+    if item_weights is None:
+        total = torch.tensor(float(y.numel()), dtype=h.dtype)
+        d = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=h.dtype), logp, y, None, 1, -100, total)
+    else:
+        d = torch.ops.aten.nll_loss_backward(item_weights, logp, y, None, 0, -100, torch.ones((), dtype=h.dtype))
+    d = torch.ops.aten._log_softmax_backward_data(d, logp, 1, h.dtype)
+    grads: list[torch.Tensor] = []
+    for i in range(len(layers) - 1, -1, -1):
+        grads.append(d.sum(0))
+        grads.append(d.t().mm(acts[i]))
+        if i > 0:
+            d = torch.ops.aten.threshold_backward(d.mm(layers[i].weight), acts[i], 0)
+    return grads[::-1]
+
+
+@torch.no_grad()
+def sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
+    """torch.optim.SGD's step without momentum or weight decay: p -= lr * g, the same add_ on each tensor
+    (one foreach call dispatching them all)."""
+    torch._foreach_add_(params, grads, alpha=-lr)
+
+
+@torch.no_grad()
 def per_task_ce_grads(layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """[k, P]: for each of k tasks, the gradient of the mean cross-entropy on its n examples x[t] [n, D],
     y[t] [n], in `parameters()` order, for the MLP whose Linear layers (`mlp_layers`) are given.

@@ -40,8 +40,19 @@ def versions() -> dict:
     return out
 
 
+def cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return platform.processor() or None
+
+
 def device_info(device: torch.device) -> dict:
     info = {"device": str(device), "host": socket.gethostname(), "torch_threads": torch.get_num_threads(),
+            # the instruction set torch's CPU kernels dispatch to (AVX2, AVX512, ...; ATEN_CPU_CAPABILITY caps
+            # it): kernels of another width add in another order, so the same seed can end a few images apart
+            "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             # which GPU slot tools/gpu_slot.py gave this run (None when it ran outside the wrapper)
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "gpu_slot": os.environ.get("CLREPRO_GPU_SLOT")}

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .base import Context, Learner
 from .memory import ReservoirMemory, RngSwitch
+from .model import ce_grads, mlp_layers, sgd_step
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,11 @@ class ReplayLearner(Learner):
 
 
 class ERAlg4(ReplayLearner):
-    """One SGD step on the mean cross-entropy of [k-1 replayed, current] (`eralg4.py`)."""
+    """One SGD step on the mean cross-entropy of [k-1 replayed, current] (`eralg4.py`).
+
+    The step is `model.ce_grads` + `model.sgd_step`: bitwise autograd and torch.optim.SGD, without their
+    per-step overhead (tests/test_mer.py).
+    """
 
     @dataclass(frozen=True)
     class Hparams(ReplaySwitches):
@@ -58,49 +63,55 @@ class ERAlg4(ReplayLearner):
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         super().__init__(ctx, hp)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
+        self.layers = mlp_layers(self.net)
+        self.params = list(self.net.parameters())
 
-    def batch_loss(self, logits, by, t, mem_t):  # noqa: ARG002 - task ids unused by Alg. 4
-        return F.cross_entropy(logits, by)
+    def item_weights(self, t: int, mem_t: torch.Tensor) -> torch.Tensor | None:  # noqa: ARG002 - Alg. 4: none
+        """Each batch item's factor on its cross-entropy in the summed loss; None: the batch mean."""
+        return None
 
-    def example_loss(self, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
-        """The loss of one stream example's step: draw the replayed items, score [replayed..., current]."""
+    def example_step(self, x: torch.Tensor, y: torch.Tensor, t: int) -> None:
+        """One stream example's step: draw the replayed items, descend on [replayed..., current]."""
         bx, by, mem_t, _ = self.replay_batch(x, y, current_first=False)
-        return self.batch_loss(self.net(bx), by, t, mem_t)
+        sgd_step(self.params, ce_grads(self.layers, bx, by, self.item_weights(t, mem_t)), self.hp.lr)
 
     def observe(self, x, t, y):
         for i in range(x.shape[0]):
-            self.opt.zero_grad()
-            self.example_loss(x[i], y[i], t).backward()
-            self.opt.step()
+            self.example_step(x[i], y[i], t)
             self.memory.add(x[i], y[i], t)
+
+
+def task_balanced_weights(tasks: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """1 / (number of items sharing each item's task): Alg. 5's factor on each item's cross-entropy.
+
+    k <= ~100, so the k^2 comparison is nothing; bincount has no deterministic CUDA kernel.
+    """
+    same_task = (tasks[:, None] == tasks[None, :]).sum(1)
+    return 1.0 / same_task.to(dtype)
 
 
 def task_balanced_loss(logits: torch.Tensor, y: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
     """Sum over the task ids present of the mean cross-entropy of that task's items (Alg. 5)."""
-    ce = F.cross_entropy(logits, y, reduction="none")
-    # Items sharing each item's task (k <= ~100, so k^2 is nothing; bincount has no deterministic CUDA kernel).
-    same_task = (tasks[:, None] == tasks[None, :]).sum(1)
-    return (ce / same_task.to(ce.dtype)).sum()
+    return (F.cross_entropy(logits, y, reduction="none") * task_balanced_weights(tasks, logits.dtype)).sum()
 
 
 class ERAlg5(ERAlg4):
     """Alg. 4's draw, but the loss sums per-task mean losses (`eralg5.py`); task ids only balance.
 
-    "fast": one forward over [replayed..., current] and `task_balanced_loss`, the same sum in another order.
+    "fast": one forward over [replayed..., current] and the gradient of `task_balanced_loss`, the same sum in
+    another order.
     rng "reference": the reference's own computation, so that a run stays on its evaluation log over a whole
     stream (a single forward drifted from it by a test image within 400 examples): one forward per task
     group, groups in order of first appearance with the current task first, the current example first in its
     group and the drawn items in draw order, and the loss summed group by group from 0.0.
     """
 
-    def batch_loss(self, logits, by, t, mem_t):
-        tasks = torch.cat([mem_t, torch.tensor([t], dtype=torch.long, device=mem_t.device)])
-        return task_balanced_loss(logits, by, tasks)
+    def item_weights(self, t, mem_t):
+        return task_balanced_weights(torch.cat([mem_t, torch.tensor([t], dtype=torch.long, device=mem_t.device)]))
 
-    def example_loss(self, x, y, t):
+    def example_step(self, x, y, t):
         if self.hp.rng != "reference":
-            return super().example_loss(x, y, t)
+            return super().example_step(x, y, t)
         idx = self.memory.draw_indices(int(self.hp.replay_batch_size))
         groups: dict[int, list[int]] = {t: []}
         for j, task in zip(idx, self.memory.t[idx].tolist()):
@@ -112,4 +123,6 @@ class ERAlg5(ERAlg4):
             if task == t:
                 gx, gy = torch.cat([x[None], gx]), torch.cat([y[None], gy])
             loss += F.cross_entropy(self.net(gx), gy)
-        return loss
+        self.net.zero_grad()
+        loss.backward()        # autograd here: its accumulation order over the groups is the reference's
+        sgd_step(self.params, [p.grad for p in self.net.parameters()], self.hp.lr)

@@ -8,6 +8,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _has_avx2() -> bool:
+    try:
+        return any(line.startswith("flags") and " avx2" in line for line in open("/proc/cpuinfo"))
+    except OSError:
+        return False
+
+
+# The frozen evaluation logs under tests/data were recorded with torch's AVX2 CPU kernels. Where a CPU also
+# has AVX-512, torch picks those by default, and they add in another order: a bitwise log then differs by a
+# rounding (the MER torch engine's, seen on an AMD EPYC with AVX-512). Pin the kernel width, for this process
+# (set before torch is imported) and every job the tests launch; the record's env.cpu_capability says it.
+if _has_avx2():
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 SHARED_MNIST = Path(os.environ.get("CLREPRO_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 
 

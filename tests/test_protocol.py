@@ -79,9 +79,18 @@ def test_record_is_self_describing(run_train):
     assert rec["spec"]["method"] == "online" and rec["spec"]["seed"] == 0
     assert rec["stream"]["sha256"]["maps.npy"] and rec["env"]["torch"] and rec["env"]["device"] == "cpu"
     assert "commit" in rec["env"]["git"]
+    assert rec["env"]["cpu"] and rec["env"]["cpu_capability"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX", "SVE256")
     assert len(rec["timing"]["per_task_train_s"]) == 3 and rec["timing"]["examples_per_s"] > 0
     assert set(rec["metrics"]["BWT"]) == {"paper", "code"}
     assert "task 3/3:" in proc.stderr and "ETA" in proc.stderr
+
+
+def test_record_names_the_cpu_kernels_that_ran(run_train, monkeypatch):
+    """The README's remedy for an expected table made on another CPU (ATEN_CPU_CAPABILITY=avx2) must reach
+    the job, and the record must say which kernels ran: AVX-512 and AVX2 kernels end runs a few images apart."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    rec, _ = run_train("online", n_tasks=2, samples=20, n_test=100)
+    assert rec["env"]["cpu_capability"] == "DEFAULT"
 
 
 def test_drop_last_test_example_quirk(run_train):
