@@ -95,10 +95,10 @@ def prepare_data(work: Path, mnist_src: str, dataset: str, n_tasks: int, stream_
 
 
 def clrepro_spec(dataset: str, n_tasks: int, method: str, memory: int, seed: int, samples: int, n_test: int,
-                 log_every: int, rng: str, stream_seed: int = 0) -> dict:
+                 log_every: int, rng: str, stream_seed: int = 0, protocol: str = "mer2019") -> dict:
     from methods.config import prepare, resolve_run
 
-    config = prepare({
+    config = prepare({"protocol": f"config/protocols/{protocol}.yaml",
         "datasets": [dataset], "methods": [method], "memories": [memory or 500], "seeds": [seed], "device": "cpu",
         "stream_seed": stream_seed, "streams": {dataset: {"kind": STREAM_KIND[dataset], "n_tasks": n_tasks}},
         "overrides": {"samples_per_task": {dataset: samples}, "test_examples_per_task": {dataset: n_test},
@@ -159,8 +159,11 @@ def run_reference(repos: dict, spec: dict, export: Path, out_dir: Path, log: Pat
 
     result_t, result_a = torch.load(sorted(glob.glob(str(out_dir / "*.pt")))[-1], weights_only=False)[:2]
     source = SOURCES[REFERENCE_REPO.get(spec["method"], "mer")]
+    # main.py's last line ends with " # <seconds>": its own timing of the training loop and its evaluations
+    loop = proc.stdout.strip().splitlines()[-1].rsplit(" # ", 1)[-1] if proc.stdout.strip() else ""
     res = {"argv": argv, "source": source, "task": [int(v) for v in result_t.tolist()],
-           "acc": result_a.tolist(), "wall_s": time.time() - t0}
+           "acc": result_a.tolist(), "wall_s": time.time() - t0,
+           "loop_s": float(loop) if loop.replace(".", "", 1).isdigit() else None}
     cached.write_text(json.dumps(res))
     return res
 
@@ -178,7 +181,7 @@ def run_clrepro(spec: dict, stream_dir: Path, mnist_dir: Path, out: Path) -> dic
         out.write_text(json.dumps(rec))
     rec = json.loads(out.read_text())
     return {"task": rec["eval_log"]["task"], "acc": rec["eval_log"]["acc"], "wall_s": rec.get("bench_wall_s"),
-            "method_info": rec["method_info"]}
+            "method_info": rec["method_info"], "timing": rec["timing"]}
 
 
 def acc(log: dict) -> float:
