@@ -15,10 +15,15 @@ count). Per-example cost of GEM-like methods grows with the number of tasks seen
 under-prices them on Many Permutations (100 tasks); the printout says so.
 
 Methods whose module does not import (still being written) are skipped with a note.
+
+`--before` also runs every cell with the frozen code the current evaluator and training steps replaced
+(bench/eval_before.py, bench/train_before.py; methods without a frozen step keep theirs), interleaved with
+the current code, and prints both projections: the speed-up of the whole grid, measured in one run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import os
@@ -60,6 +65,21 @@ def importable(name: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def frozen_code():
+    """The evaluator and the training steps swapped for the frozen copies they replaced, while inside."""
+    from bench import eval_before, train_before
+
+    evaluator, get = protocol.Evaluator, registry.get
+    protocol.Evaluator = lambda stream, n_test, device, drop_last, subset="first": eval_before.Evaluator(
+        stream, n_test, device, drop_last)
+    registry.get = lambda name: train_before.BEFORE.get(name) or get(name)
+    try:
+        yield
+    finally:
+        protocol.Evaluator, registry.get = evaluator, get
+
+
 def bench_one(config: dict, stream: TaskStream, n_full_tasks: int, method: str, memory: int,
               device: torch.device) -> dict:
     spec = resolve_run(config, "rotations", method, memory, 0)
@@ -78,7 +98,7 @@ def bench_one(config: dict, stream: TaskStream, n_full_tasks: int, method: str, 
             "wall_s": time.perf_counter() - t0}
 
 
-def project(paper: dict, rates: dict, device: str, parallel: int) -> None:
+def project(paper: dict, rates: dict, device: str, parallel: int, label: str = "") -> None:
     """Print the projected cost of the paper grid from the measured rates (method, memory) -> figures,
     with the protocol's evaluation schedule and with evaluation at task boundaries only (R unchanged)."""
     proto = paper["_protocol"]
@@ -98,7 +118,7 @@ def project(paper: dict, rates: dict, device: str, parallel: int) -> None:
         boundary_evals += count_evaluations(T, n, proto["batch_size"], 10**9) * per_eval
         per_dataset[d] = per_dataset.get(d, 0.0) + tr + ev
     total = train + evals
-    print(f"\nProjected paper grid on {device} ({len(grid(paper))} runs; evaluation every {proto['log_every']} "
+    print(f"\nProjected paper grid on {device}{label} ({len(grid(paper))} runs; evaluation every {proto['log_every']} "
           f"examples on {proto['test_examples_per_task']} test images x T tasks):")
     for d, s in per_dataset.items():
         print(f"  {d:18s} {s / 3600:8.1f} job-hours")
@@ -124,6 +144,7 @@ def main(argv=None) -> int:
     p.add_argument("--parallel", type=int, default=os.cpu_count(), help="jobs at once, for the projection")
     p.add_argument("--stream", default=str(ROOT / "data/streams/rotations"))
     p.add_argument("--mnist", default=str(ROOT / "data/mnist"))
+    p.add_argument("--before", action="store_true", help="also time the frozen evaluator and training steps")
     args = p.parse_args(argv)
     device_names = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
 
@@ -138,8 +159,9 @@ def main(argv=None) -> int:
     for name in device_names:
         device = torch.device(name)
         devices.make_deterministic(device, args.threads)
-        rates = {}
-        print(f"\n[{name}] {'method':12s} {'memory':>6s} {'train ex/s':>10s} {'eval ms/task':>12s} {'bench s':>8s}")
+        rates, before = {}, {}
+        print(f"\n[{name}] {'method':12s} {'memory':>6s} {'train ex/s':>10s} {'eval ms/task':>12s} {'bench s':>8s}"
+              + (f" {'before: train ex/s':>18s} {'eval ms/task':>12s}" if args.before else ""))
         for method in args.methods:
             why = importable(method)
             if why:
@@ -148,13 +170,20 @@ def main(argv=None) -> int:
             memories = args.memories if uses_memory(config["_protocol"], method) else [0]
             for memory in memories:
                 try:
+                    if args.before:
+                        with frozen_code():
+                            before[(method, memory)] = bench_one(config, stream, full.n_tasks, method, memory, device)
                     r = bench_one(config, stream, full.n_tasks, method, memory, device)
                 except Exception as exc:  # noqa: BLE001 - a half-written method must not stop the bench
                     print(f"[{name}] {method:12s} {memory:6d} FAILED: {type(exc).__name__}: {str(exc)[:100]}")
                     continue
                 rates[(method, memory)] = r
+                b = before.get((method, memory))
                 print(f"[{name}] {method:12s} {memory:6d} {r['train_ex_s']:10.0f} {1000 * r['eval_s_per_task']:12.1f} "
-                      f"{r['wall_s']:8.1f}", flush=True)
+                      f"{r['wall_s']:8.1f}" + (f" {b['train_ex_s']:18.0f} {1000 * b['eval_s_per_task']:12.1f}"
+                                               if b else ""), flush=True)
+        if args.before:
+            project(paper, before, name, args.parallel, " with the frozen evaluator and training steps")
         project(paper, rates, name, args.parallel)
     return 0
 
