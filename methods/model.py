@@ -93,10 +93,12 @@ def ce_grads(layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor,
             acts.append(h)
     logp = torch.log_softmax(h, 1)
     if item_weights is None:
-        total = torch.tensor(float(y.numel()), dtype=h.dtype)
-        d = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=h.dtype), logp, y, None, 1, -100, total)
+        total = torch.tensor(float(y.numel()), dtype=h.dtype, device=h.device)
+        d = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=h.dtype, device=h.device), logp, y, None, 1, -100,
+                                             total)
     else:
-        d = torch.ops.aten.nll_loss_backward(item_weights, logp, y, None, 0, -100, torch.ones((), dtype=h.dtype))
+        d = torch.ops.aten.nll_loss_backward(item_weights, logp, y, None, 0, -100,
+                                             torch.ones((), dtype=h.dtype, device=h.device))
     d = torch.ops.aten._log_softmax_backward_data(d, logp, 1, h.dtype)
     grads: list[torch.Tensor] = []
     for i in range(len(layers) - 1, -1, -1):
@@ -133,8 +135,9 @@ def per_task_ce_grads(layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor)
             h = torch.relu(h)
         acts.append(h)
     logp = torch.log_softmax(h, 1)
-    total = torch.tensor(float(n), dtype=h.dtype)
-    d = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=h.dtype), logp, y.reshape(-1), None, 1, -100, total)
+    total = torch.tensor(float(n), dtype=h.dtype, device=h.device)
+    d = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=h.dtype, device=h.device), logp, y.reshape(-1), None, 1,
+                                         -100, total)
     d = torch.ops.aten._log_softmax_backward_data(d, logp, 1, h.dtype)
     blocks: list[torch.Tensor] = []
     for i in range(len(layers) - 1, -1, -1):
