@@ -53,6 +53,8 @@ def device_info(device: torch.device) -> dict:
             # the instruction set torch's CPU kernels dispatch to (AVX2, AVX512, ...; ATEN_CPU_CAPABILITY caps
             # it): kernels of another width add in another order, so the same seed can end a few images apart
             "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            # numpy's OpenBLAS (GEM's float64 QP) picks its kernels by CPU too, unless this pins them
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
             # which GPU slot tools/gpu_slot.py gave this run (None when it ran outside the wrapper)
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "gpu_slot": os.environ.get("CLREPRO_GPU_SLOT")}

@@ -20,9 +20,11 @@ def _has_avx2() -> bool:
 # The frozen evaluation logs under tests/data were recorded with torch's AVX2 CPU kernels. Where a CPU also
 # has AVX-512, torch picks those by default, and they add in another order: a bitwise log then differs by a
 # rounding (the MER torch engine's, seen on an AMD EPYC with AVX-512). Pin the kernel width, for this process
-# (set before torch is imported) and every job the tests launch; the record's env.cpu_capability says it.
+# (set before torch and numpy are imported) and every job the tests launch; the record's env.cpu_capability
+# says it. numpy's OpenBLAS (GEM's float64 QP) dispatches by CPU too: pin its AVX2 (Haswell) kernels alike.
 if _has_avx2():
     os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
 SHARED_MNIST = Path(os.environ.get("CLREPRO_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 
 

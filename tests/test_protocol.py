@@ -86,11 +86,13 @@ def test_record_is_self_describing(run_train):
 
 
 def test_record_names_the_cpu_kernels_that_ran(run_train, monkeypatch):
-    """The README's remedy for an expected table made on another CPU (ATEN_CPU_CAPABILITY=avx2) must reach
-    the job, and the record must say which kernels ran: AVX-512 and AVX2 kernels end runs a few images apart."""
+    """The README's remedy for an expected table made on another CPU (ATEN_CPU_CAPABILITY=avx2,
+    OPENBLAS_CORETYPE=Haswell) must reach the job, and the record must say which kernels ran: AVX-512 and AVX2
+    kernels end runs a few images apart."""
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     rec, _ = run_train("online", n_tasks=2, samples=20, n_test=100)
-    assert rec["env"]["cpu_capability"] == "DEFAULT"
+    assert rec["env"]["cpu_capability"] == "DEFAULT" and rec["env"]["openblas_coretype"] == "Haswell"
 
 
 def test_drop_last_test_example_quirk(run_train):
