@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _has_avx2() -> bool:
     try:
-        return any(line.startswith("flags") and " avx2" in line for line in open("/proc/cpuinfo"))
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx2" in line for line in f)
     except OSError:
         return False
 
@@ -25,6 +26,7 @@ def _has_avx2() -> bool:
 if _has_avx2():
     os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
     os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+
 SHARED_MNIST = Path(os.environ.get("CLREPRO_MNIST_DIR", ROOT.parent / "shared" / "data" / "mnist"))
 
 
