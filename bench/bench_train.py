@@ -8,10 +8,7 @@ stream (`--samples` examples each) under its protocol's batch size and hyper-par
 memory 500; GEM protocol: batch 10, 256 memories per task). It times the `observe` calls only (process CPU
 seconds, fastest repetition; evaluation is benched by bench/bench_eval.py), checks that both end with bitwise
 the same weights, and prints examples/s before and after and their ratio. It never asserts a time.
-
-The last column estimates the current step against the reference code (mattriemer/MER, GEM's repository) as
-ratio x (reference train s / clrepro train s) from issue 16's side-by-side whole-stream measurement of the
-previous code on this kind of machine (`REFERENCE_SIDE_BY_SIDE`); where that measurement has no cell, "-".
+bench/reference_speed.py times the current steps against the reference code itself.
 """
 from __future__ import annotations
 
@@ -34,10 +31,6 @@ from methods import protocol, registry  # noqa: E402
 from methods.base import Context  # noqa: E402
 from methods.config import prepare, resolve_run  # noqa: E402
 
-# (protocol, method) -> (reference train s, clrepro train s): one Rotations stream, 20 x 1000 examples, seed 0,
-# one thread each, measured side by side by the session that filed issue 16 (before model.ce_grads)
-REFERENCE_SIDE_BY_SIDE = {("mer2019", "online"): (15.8, 13.7), ("mer2019", "eralg4"): (38.3, 15.5),
-                          ("gem2017", "gem"): (90.8, 49.8)}
 CELLS = [("mer2019", m, 500) for m in ("online", "independent", "taskinput", "ewc", "gem", "agem", "eralg4", "eralg5")]
 CELLS += [("gem2017", m, 5120) for m in ("online", "ewc", "gem")]
 
@@ -88,11 +81,12 @@ def main(argv=None) -> int:
           f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()} kernels), {args.threads} thread(s), "
           f"{os.cpu_count()} CPUs; observe() CPU s, fastest of {args.reps} interleaved")
     print(f"{'protocol':9s} {'method':12s} {'memory':>6s} {'batch':>5s} {'before ex/s':>11s} {'after ex/s':>10s} "
-          f"{'ratio':>6s} {'bitwise':>7s} {'vs reference (est.)':>19s}")
+          f"{'ratio':>6s} {'bitwise':>7s}")
     for proto, method, memory in CELLS:
         if args.methods and method not in args.methods:
             continue
-        spec, _, first = build_pair(proto, method, memory, full.n_tasks, args.samples, full.maps.shape[1])
+        cell = (proto, method, memory, full.n_tasks, args.samples, full.maps.shape[1])
+        spec, _, first = build_pair(*cell)
         protocol.seed_everything(0)
         schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), args.samples)
         data = [(x[o], y[o]) for (x, y), o in zip(protocol.task_inputs(stream, schedule, torch.device("cpu")),
@@ -100,7 +94,7 @@ def main(argv=None) -> int:
         init = first.state_dict()
         times, final = {"before": [], "after": []}, {}
         for _ in range(args.reps):
-            pair = dict(zip(("before", "after"), build_pair(proto, method, memory, full.n_tasks, args.samples, full.maps.shape[1])[1:]))
+            pair = dict(zip(("before", "after"), build_pair(*cell)[1:]))
             for name, learner in pair.items():
                 learner.load_state_dict(init)
                 times[name].append(train(learner, data, spec["batch_size"]))
@@ -109,10 +103,8 @@ def main(argv=None) -> int:
         moved = any(not torch.equal(a, b) for a, b in zip(final["after"].values(), init.values()))
         n = args.tasks * args.samples
         rb, ra = n / min(times["before"]), n / min(times["after"])
-        ref = REFERENCE_SIDE_BY_SIDE.get((proto, method))
-        est = f"{ra / rb * ref[0] / ref[1]:.1f}x" if ref else "-"
         print(f"{proto:9s} {method:12s} {memory:6d} {spec['batch_size']:5d} {rb:11.0f} {ra:10.0f} {ra / rb:5.2f}x "
-              f"{'yes' if same and moved else 'NO':>7s} {est:>19s}", flush=True)
+              f"{'yes' if same and moved else 'NO':>7s}", flush=True)
     return 0
 
 
