@@ -43,7 +43,7 @@ from data_prep.errors import ClreproError
 
 from .base import Context, Learner
 from .memory import RngSwitch
-from .model import ce_grads, mlp_layers, per_task_ce_grads, sgd_step
+from .model import ce_grads, flatten, mlp_layers, per_task_ce_grads, sgd_step
 from .projection import MARGIN_MODES, QPError, agem_project, gem_project
 
 
@@ -226,7 +226,7 @@ class GEM(_PerTaskMemoryLearner):
         g_tilde = None
         if G is not None:
             self.checks += 1
-            g = torch.cat([gi.reshape(-1) for gi in grads])
+            g = flatten(grads)
             if self.hp.rng == "reference":
                 # the reference's layout: its gradients are the columns of a [P, k] matrix, so its float32
                 # dot products and numpy's float64 products sum in another order than on [k, P] rows
@@ -293,12 +293,12 @@ class AGEM(_PerTaskMemoryLearner):
         g_ref = None
         if past:
             mx, my = self.reference_sample(past)
-            g_ref = torch.cat([g.reshape(-1) for g in ce_grads(self.layers, mx, my)])
+            g_ref = flatten(ce_grads(self.layers, mx, my))
         grads = ce_grads(self.layers, x, y)
         g_tilde = None
         if g_ref is not None:
             self.checks += 1
-            g, projected = agem_project(torch.cat([gi.reshape(-1) for gi in grads]), g_ref)
+            g, projected = agem_project(flatten(grads), g_ref)
             if projected:
                 self.projections += 1
                 g_tilde = g

@@ -58,9 +58,14 @@ def flatten_parameters(module: nn.Module) -> nn.Parameter:
     return flat
 
 
+def flatten(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The tensors as one vector, in order (the layout of a flat gradient)."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
 def flat_grad(params) -> torch.Tensor:
     """All parameter gradients as one vector (zeros where a parameter has none)."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    return flatten([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
 
 
 def assign_flat_grad(params, flat: torch.Tensor) -> None:
@@ -71,6 +76,31 @@ def assign_flat_grad(params, flat: torch.Tensor) -> None:
             p.grad = torch.zeros_like(p)
         p.grad.copy_(flat[offset:offset + n].view_as(p))
         offset += n
+
+
+def _layer_inputs_and_logits(layers: list[nn.Linear], x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The MLP's forward as nn.Linear and ReLU compute it (addmm, relu): each layer's input, and the logits."""
+    inputs, h = [x], x
+    for i, lin in enumerate(layers):
+        h = torch.addmm(lin.bias, h, lin.weight.t())
+        if i < len(layers) - 1:
+            h = torch.relu(h)
+            inputs.append(h)
+    return inputs, h
+
+
+def _ce_logit_grad(logits: torch.Tensor, y: torch.Tensor, mean_over: int | None,
+                   item_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """d loss / d logits through autograd's own log-softmax and NLL backward kernels: the cross-entropy summed
+    over rows and divided by `mean_over` (a mean), or, with mean_over None, weighted by `item_weights`."""
+    logp = torch.log_softmax(logits, 1)
+    one = torch.ones((), dtype=logits.dtype, device=logits.device)
+    if mean_over is None:
+        d = torch.ops.aten.nll_loss_backward(item_weights, logp, y, None, 0, -100, one)
+    else:
+        total = torch.tensor(float(mean_over), dtype=logits.dtype, device=logits.device)
+        d = torch.ops.aten.nll_loss_backward(one, logp, y, None, 1, -100, total)
+    return torch.ops.aten._log_softmax_backward_data(d, logp, 1, logits.dtype)
 
 
 @torch.no_grad()
@@ -84,28 +114,14 @@ def ce_grads(layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor,
     tests/test_baselines.py), without building and walking autograd's graph, which at batch size 1 costs
     more than the arithmetic (bench/bench_train.py).
     """
-    acts = [x]
-    h = x
-    for i, lin in enumerate(layers):
-        h = torch.addmm(lin.bias, h, lin.weight.t())
-        if i < len(layers) - 1:
-            h = torch.relu(h)
-            acts.append(h)
-    logp = torch.log_softmax(h, 1)
-    if item_weights is None:
-        total = torch.tensor(float(y.numel()), dtype=h.dtype, device=h.device)
-        d = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=h.dtype, device=h.device), logp, y, None, 1, -100,
-                                             total)
-    else:
-        d = torch.ops.aten.nll_loss_backward(item_weights, logp, y, None, 0, -100,
-                                             torch.ones((), dtype=h.dtype, device=h.device))
-    d = torch.ops.aten._log_softmax_backward_data(d, logp, 1, h.dtype)
+    inputs, logits = _layer_inputs_and_logits(layers, x)
+    d = _ce_logit_grad(logits, y, None if item_weights is not None else y.numel(), item_weights)
     grads: list[torch.Tensor] = []
     for i in range(len(layers) - 1, -1, -1):
         grads.append(d.sum(0))
-        grads.append(d.t().mm(acts[i]))
+        grads.append(d.t().mm(inputs[i]))
         if i > 0:
-            d = torch.ops.aten.threshold_backward(d.mm(layers[i].weight), acts[i], 0)
+            d = torch.ops.aten.threshold_backward(d.mm(layers[i].weight), inputs[i], 0)
     return grads[::-1]
 
 
@@ -127,23 +143,13 @@ def per_task_ce_grads(layers: list[nn.Linear], x: torch.Tensor, y: torch.Tensor)
     than `torch.func.vmap` on the MER protocol's short rows, about as fast on long ones (bench/bench_gem.py).
     """
     k, n = y.shape
-    h = x.reshape(k * n, -1)
-    acts = [h]
-    for i, lin in enumerate(layers):
-        h = torch.addmm(lin.bias, h, lin.weight.t())
-        if i < len(layers) - 1:
-            h = torch.relu(h)
-        acts.append(h)
-    logp = torch.log_softmax(h, 1)
-    total = torch.tensor(float(n), dtype=h.dtype, device=h.device)
-    d = torch.ops.aten.nll_loss_backward(torch.ones((), dtype=h.dtype, device=h.device), logp, y.reshape(-1), None, 1,
-                                         -100, total)
-    d = torch.ops.aten._log_softmax_backward_data(d, logp, 1, h.dtype)
+    inputs, logits = _layer_inputs_and_logits(layers, x.reshape(k * n, -1))
+    d = _ce_logit_grad(logits, y.reshape(-1), n)     # each row's mean over its own task's n examples
     blocks: list[torch.Tensor] = []
     for i in range(len(layers) - 1, -1, -1):
         dk = d.view(k, n, -1)
         blocks.append(dk.sum(1))
-        blocks.append(torch.bmm(dk.transpose(1, 2), acts[i].view(k, n, -1)).view(k, -1))
+        blocks.append(torch.bmm(dk.transpose(1, 2), inputs[i].view(k, n, -1)).view(k, -1))
         if i > 0:
-            d = torch.ops.aten.threshold_backward(d.mm(layers[i].weight), acts[i], 0)
+            d = torch.ops.aten.threshold_backward(d.mm(layers[i].weight), inputs[i], 0)
     return torch.cat(blocks[::-1], 1)

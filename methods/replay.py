@@ -125,4 +125,4 @@ class ERAlg5(ERAlg4):
             loss += F.cross_entropy(self.net(gx), gy)
         self.net.zero_grad()
         loss.backward()        # autograd here: its accumulation order over the groups is the reference's
-        sgd_step(self.params, [p.grad for p in self.net.parameters()], self.hp.lr)
+        sgd_step(self.params, [p.grad for p in self.params], self.hp.lr)
