@@ -22,6 +22,7 @@ class Context:
     batch_size: int
     samples_per_task: int
     device: torch.device
+    init: dict | None = None  # the protocol's model.init (None = GEM's Glorot uniform), see model.init_mlp
 
     def mlp_sizes(self) -> list[int]:
         return [self.n_inputs] + [self.n_hiddens] * self.n_layers + [self.n_outputs]
@@ -44,7 +45,7 @@ class Learner(nn.Module):
         self.hp = hp
 
     def build_net(self) -> nn.Module:
-        return mlp(self.ctx.mlp_sizes())
+        return mlp(self.ctx.mlp_sizes(), init=self.ctx.init)
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:  # noqa: ARG002 - single head ignores t
         return self.net(x)

@@ -54,7 +54,7 @@ class Independent(Learner):
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         super().__init__(ctx, hp)
         width = max(1, ctx.n_hiddens // ctx.n_tasks)
-        self.nets = nn.ModuleList(mlp([ctx.n_inputs] + [width] * ctx.n_layers + [ctx.n_outputs])
+        self.nets = nn.ModuleList(mlp([ctx.n_inputs] + [width] * ctx.n_layers + [ctx.n_outputs], init=ctx.init)
                                   for _ in range(ctx.n_tasks))
         self.old_task = -1
 

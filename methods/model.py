@@ -1,8 +1,12 @@
-"""The reference network: an MLP with Glorot-uniform weights and zero biases (GEM model/common.py)."""
+"""The reference network: an MLP with Glorot-uniform weights and zero biases (GEM model/common.py), or another
+paper's initialisation where its protocol names one (`model.init`)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+# The initialisations protocols may name (config/protocols/schema.yaml, model.init). Absent = xavier_uniform.
+INITS = ("xavier_uniform", "truncated_normal")
 
 
 def xavier_init(module: nn.Module) -> None:
@@ -12,8 +16,32 @@ def xavier_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def mlp(sizes: list[int], xavier: bool = True) -> nn.Sequential:
-    """Linear layers of `sizes` with ReLU between them (none after the last)."""
+def truncated_normal_init(module: nn.Module, std: float = 0.1, bias: float = 0.1) -> None:
+    """A-GEM's TF1 network (model/model.py weight_variable / bias_variable): every weight from
+    tf.truncated_normal_initializer(stddev=std), a normal redrawn outside two standard deviations, and every
+    bias the constant `bias`. Weights are i.i.d., so TF's [in, out] layout and torch's [out, in] agree."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-2 * std, b=2 * std)
+            nn.init.constant_(layer.bias, bias)
+
+
+def init_mlp(net: nn.Module, init: dict | None) -> None:
+    """Initialise net's Linear layers as the protocol's `model.init` says (None = GEM's Glorot uniform)."""
+    spec = dict(init or {"name": "xavier_uniform"})
+    name = spec.pop("name")
+    if name == "xavier_uniform" and not spec:
+        xavier_init(net)
+    elif name == "truncated_normal":
+        truncated_normal_init(net, **spec)
+    else:  # the schema stops an unknown name at parse time; kept for direct callers
+        raise ValueError(f"model.init {name!r} with {spec or 'no parameters'}: use xavier_uniform (no parameters) "
+                         f"or truncated_normal (std, bias)")
+
+
+def mlp(sizes: list[int], xavier: bool = True, init: dict | None = None) -> nn.Sequential:
+    """Linear layers of `sizes` with ReLU between them (none after the last), initialised by `init`
+    (protocol data, see init_mlp); xavier=False keeps torch's default initialisation."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -21,7 +49,7 @@ def mlp(sizes: list[int], xavier: bool = True) -> nn.Sequential:
             layers.append(nn.ReLU())
     net = nn.Sequential(*layers)
     if xavier:
-        xavier_init(net)
+        init_mlp(net, init)
     return net
 
 

@@ -87,7 +87,8 @@ def main(argv=None) -> int:
         ctx = Context(n_inputs=stream.maps.shape[1], n_outputs=int(stream.train_labels.max()) + 1,
                       n_tasks=stream.n_tasks, n_layers=spec["model"]["n_layers"],
                       n_hiddens=spec["model"]["n_hiddens"], memory=spec["memory"], batch_size=spec["batch_size"],
-                      samples_per_task=spec["samples_per_task"], device=device)
+                      samples_per_task=spec["samples_per_task"], device=device,
+                      init=spec["model"].get("init"))
         learner = registry.build(spec["method"], ctx, spec["hparams"])
         print(f"[train] {spec['dataset']} {spec['method']} mem{spec['memory']} seed{spec['seed']} on {device} "
               f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", file=sys.stderr, flush=True)

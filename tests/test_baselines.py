@@ -157,3 +157,36 @@ def test_ewc_graph_free_penalty_step_is_bitwise_the_autograd_step(make_stream):
             opt.step()
         for a, b in zip(fast.parameters(), slow.parameters()):
             assert torch.equal(a, b)
+
+
+def test_protocol_init_truncated_normal_is_agem_tf_initialisation():
+    """model.init truncated_normal (A-GEM's TF1 weight_variable/bias_variable): every weight of every learner
+    built from the context inside two std, with the truncated normal's spread (std 0.1 -> 0.0880), biases 0.1;
+    absent, the GEM Glorot-uniform layers with zero biases."""
+    torch.manual_seed(0)
+    init = {"name": "truncated_normal", "std": 0.1, "bias": 0.1}
+    hparams = {"online": {}, "gem": {"memory_strength": 0.5}, "agem": {}, "independent": {},
+               "ewc": {"memory_strength": 10, "n_memories": 10}}
+    for method, hp in hparams.items():
+        learner = registry.build(method, ctx(n_hiddens=256, memory=40, init=init), {"lr": 0.1, **hp})
+        layers = [m for m in learner.modules() if isinstance(m, torch.nn.Linear)]
+        w = torch.cat([m.weight.reshape(-1) for m in layers])
+        assert w.abs().max() <= 0.2 and abs(w.std().item() - 0.0880) < 0.002, method
+        assert all(torch.equal(m.bias, torch.full_like(m.bias, 0.1)) for m in layers), method
+    first = registry.build("online", ctx(n_hiddens=256), {"lr": 0.1}).net[0]
+    bound = (6 / (784 + 256)) ** 0.5
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.95 * bound
+    assert not first.bias.any()
+
+
+def test_protocol_init_errors_are_one_line_at_parse_time():
+    from methods.config import PROTOCOL_SCHEMA, ClreproError, load_yaml, validate, ROOT
+    import pytest
+
+    base = load_yaml(ROOT / "config" / "protocols" / "agem2019.yaml")
+    for init, needle in [({"name": "he_normal"}, "model/init/name"),
+                         ({"name": "xavier_uniform", "std": 0.1}, "model/init"),
+                         ({"name": "truncated_normal", "std": -1}, "model/init/std")]:
+        with pytest.raises(ClreproError, match=needle) as exc:
+            validate({**base, "model": {**base["model"], "init": init}}, PROTOCOL_SCHEMA, "agem2019")
+        assert "\n" not in str(exc.value)
