@@ -32,6 +32,7 @@ def test_gem_and_agem_protocols_are_the_published_settings():
     agem = load_config(ROOT / "config" / "agem2019.yaml")["_protocol"]
     assert agem["skip_tasks"] == 3 and agem["lca_batches"] == 10 and agem["model"]["n_hiddens"] == 256
     assert agem["samples_per_task"]["permutations"] == 60000 and agem["batch_size"] == 10
+    assert agem["model"]["init"] == {"name": "truncated_normal", "std": 0.1, "bias": 0.1}  # A-GEM's TF1 init
     assert agem["hparams"]["agem"]["all"] == {"sample_size": 256, "memory_fill": "task_end_per_class"}
 
 
