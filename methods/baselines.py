@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data_prep.errors import ClreproError
+
 from .base import Context, Learner
 from .memory import RngSwitch
 from .model import ce_grads, mlp, mlp_layers, sgd_step
@@ -100,23 +102,47 @@ class TaskInput(Learner):
         sgd_step([p for lin in layers for p in (lin.weight, lin.bias)], ce_grads(layers, x, y), self.hp.lr)
 
 
+# How EWC estimates the Fisher diagonal (hyper-parameter `fisher`):
+# task_batch: GEM/MER ewc.py, the squared gradient of one batch-mean loss over the first n_memories examples of
+#   the finished task; one (F, theta*) pair per past task, all kept.
+# running: A-GEM's TF1 EWC (model/model.py create_fisher_ops, task_updates): the squared batch-mean gradient
+#   of every training step, summed over `fisher_update_after` steps and folded into an exponential moving
+#   average (decay `fisher_ema_decay`) that runs on across tasks; at a task's end F = that average, min-max
+#   normalised over all parameters, and (F, theta*) REPLACES the previous pair (one anchor, the last task).
+#   (The normalisation makes F's scale, hence the d / n factor of each fold, irrelevant; decay d is not.)
+FISHERS = ("task_batch", "running")
+MINMAX_EPS = 1e-32  # A-GEM model.py EPSILON in (F - min) / (max - min + EPSILON)
+
+
 class EWC(Learner):
-    """Elastic Weight Consolidation as in GEM/MER `ewc.py`.
+    """Elastic Weight Consolidation as in GEM/MER `ewc.py` (fisher: task_batch) or A-GEM's TF1 code
+    (fisher: running), see FISHERS.
 
-    Fisher = squared gradient of ONE batch-mean loss over the first `n_memories` examples of the finished
-    task, computed at the first batch of the next task; one (F, theta*) pair per past task; penalty
-    lambda * sum_k F_k * (theta - theta*_k)^2 without the usual 1/2.
-
-    The per-task sum is kept as two running sums, A = sum_k F_k and B = sum_k F_k theta*_k, so the penalty
-    A theta^2 - 2 B theta (plus a constant) has the reference's gradient at O(1) instead of O(tasks) cost
-    per step (the reference loops over every past task and parameter: 13 ex/s at T=100).
+    The penalty is lambda * sum_k F_k * (theta - theta*_k)^2 without the usual 1/2 in both codes. The sum is
+    kept as two running sums, A = sum_k F_k and B = sum_k F_k theta*_k, so the penalty A theta^2 - 2 B theta
+    (plus a constant) has the reference's gradient at O(1) instead of O(tasks) cost per step (the GEM
+    reference loops over every past task and parameter: 13 ex/s at T=100); `running` keeps one pair, A = F.
     """
 
     @dataclass(frozen=True)
     class Hparams(RngSwitch):
         lr: float
-        n_memories: int
         memory_strength: float
+        n_memories: int = 0
+        fisher: str = "task_batch"
+        fisher_update_after: int = 10
+        fisher_ema_decay: float = 0.9
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.fisher not in FISHERS:
+                raise ClreproError(f"ewc fisher must be one of {FISHERS}, not {self.fisher!r}")
+            if self.fisher == "task_batch" and self.n_memories < 1:
+                raise ClreproError("ewc with fisher: task_batch needs n_memories >= 1 (the examples its Fisher "
+                                   "is computed on); set it in the protocol file")
+            if self.fisher_update_after < 1 or not 0.0 < self.fisher_ema_decay <= 1.0:
+                raise ClreproError(f"ewc needs fisher_update_after >= 1 and 0 < fisher_ema_decay <= 1, got "
+                                   f"{self.fisher_update_after} and {self.fisher_ema_decay}")
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         super().__init__(ctx, hp)
@@ -127,8 +153,21 @@ class EWC(Learner):
         self.mem_x = self.mem_y = None
         self.fisher_sum: list[torch.Tensor] | None = None   # A
         self.anchor_sum: list[torch.Tensor] | None = None   # B
+        if hp.fisher == "running":
+            self.step_in_task = 0
+            self.window = [torch.zeros_like(p) for p in self.params]    # A-GEM's tmp_fisher_vars
+            self.running = [torch.zeros_like(p) for p in self.params]   # A-GEM's running_fisher_vars
 
     def _consolidate(self) -> None:
+        if self.hp.fisher == "running":
+            lo = torch.stack([f.min() for f in self.running]).min()
+            hi = torch.stack([f.max() for f in self.running]).max()
+            fisher = [(f - lo) / (hi - lo + MINMAX_EPS) for f in self.running]
+            self.fisher_sum = fisher
+            self.anchor_sum = [f * p.detach() for f, p in zip(fisher, self.params)]
+            self.window = [torch.zeros_like(w) for w in self.window]
+            self.step_in_task = 0
+            return
         fisher = [g.pow(2) for g in ce_grads(self.layers, self.mem_x, self.mem_y)]
         anchor = [f * p.detach() for f, p in zip(fisher, self.net.parameters())]
         if self.fisher_sum is None:
@@ -136,6 +175,19 @@ class EWC(Learner):
         else:
             self.fisher_sum = [a + f for a, f in zip(self.fisher_sum, fisher)]
             self.anchor_sum = [b + fa for b, fa in zip(self.anchor_sum, anchor)]
+
+    @torch.no_grad()
+    def _track_fisher(self, grads: list[torch.Tensor]) -> None:
+        """A-GEM's per-step order: every fisher_update_after-th step first folds the window into the average
+        (running = (1 - d) running + d / n * window) and empties it, then adds this step's squared gradient."""
+        n, d = self.hp.fisher_update_after, self.hp.fisher_ema_decay
+        if (self.step_in_task + 1) % n == 0:
+            for r, w in zip(self.running, self.window):
+                r.mul_(1 - d).add_(w, alpha=d / n)
+                w.zero_()
+        for w, g in zip(self.window, grads):
+            w.addcmul_(g, g)
+        self.step_in_task += 1
 
     def penalty(self) -> torch.Tensor:
         """lambda * sum_k F_k (theta - theta*_k)^2, up to a constant in theta (the loss term; tests' oracle)."""
@@ -155,12 +207,15 @@ class EWC(Learner):
             self._consolidate()
             self.current_task = t
             self.mem_x = self.mem_y = None
-        if self.mem_x is None:
-            self.mem_x, self.mem_y = x.detach().clone(), y.detach().clone()
-        elif self.mem_x.size(0) < self.hp.n_memories:
-            self.mem_x = torch.cat([self.mem_x, x.detach()])[: self.hp.n_memories]
-            self.mem_y = torch.cat([self.mem_y, y.detach()])[: self.hp.n_memories]
+        if self.hp.fisher == "task_batch":
+            if self.mem_x is None:
+                self.mem_x, self.mem_y = x.detach().clone(), y.detach().clone()
+            elif self.mem_x.size(0) < self.hp.n_memories:
+                self.mem_x = torch.cat([self.mem_x, x.detach()])[: self.hp.n_memories]
+                self.mem_y = torch.cat([self.mem_y, y.detach()])[: self.hp.n_memories]
         grads = ce_grads(self.layers, x, y)
+        if self.hp.fisher == "running":
+            self._track_fisher(grads)
         if self.fisher_sum is not None:
             self.add_penalty_grad(grads)
         sgd_step(self.params, grads, self.hp.lr)

@@ -190,3 +190,64 @@ def test_protocol_init_errors_are_one_line_at_parse_time():
         with pytest.raises(ClreproError, match=needle) as exc:
             validate({**base, "model": {**base["model"], "init": init}}, PROTOCOL_SCHEMA, "agem2019")
         assert "\n" not in str(exc.value)
+
+
+def test_ewc_running_fisher_follows_agem_tf_equations(make_stream):
+    """fisher: running against A-GEM's TF1 EWC written out with autograd on real MNIST (3 permuted tasks,
+    batch 10, update_after 4 so windows straddle the tasks' 13 steps): per step, every 4th step folds the
+    window into running = 0.1 running + 0.9/4 window and empties it, then adds the squared CE gradient; at a
+    task's end F = running, min-max normalised over all parameters, replaces the single anchor (w*, F); the
+    step's gradient is CE + 10 * sum F (w - w*)^2. Parameters agree to float rounding after 39 steps."""
+    stream = make_stream("permutations", n_tasks=3)
+    n, d, lam, lr, bs = 4, 0.9, 10.0, 0.03, 10
+    hp = {"lr": lr, "memory_strength": lam, "fisher": "running", "fisher_update_after": n, "fisher_ema_decay": d}
+    torch.manual_seed(5)
+    learner = registry.build("ewc", ctx(n_tasks=3, n_hiddens=64, init={"name": "truncated_normal", "std": 0.1,
+                                                                       "bias": 0.1}), hp)
+    w = [p.detach().clone().requires_grad_(True) for p in learner.net.parameters()]
+    net = lambda x: torch.relu(torch.relu(x @ w[0].T + w[1]) @ w[2].T + w[3]) @ w[4].T + w[5]  # noqa: E731
+    tmp, running = [torch.zeros_like(p) for p in w], [torch.zeros_like(p) for p in w]
+    star = fisher = None
+    for t in range(3):
+        x = torch.from_numpy(stream.task_images("train", t, np.arange(130))).float() / 255
+        y = torch.from_numpy(stream.train_labels[:130])
+        if t > 0:  # task_updates: get_fisher_at_minima, normalize, reset tmp; weights_store (star = w)
+            lo, hi = min(f.min() for f in running), max(f.max() for f in running)
+            fisher = [(f - lo) / (hi - lo + 1e-32) for f in running]
+            star = [p.detach().clone() for p in w]
+            tmp = [torch.zeros_like(p) for p in w]
+        for it in range(13):
+            xb, yb = x[it * bs:(it + 1) * bs], y[it * bs:(it + 1) * bs]
+            learner.observe(xb, t, yb)
+            ce = F.cross_entropy(net(xb), yb)
+            ders = torch.autograd.grad(ce, w, retain_graph=True)
+            if (it + 1) % n == 0:
+                running = [(1 - d) * r + (1.0 / n) * d * m for r, m in zip(running, tmp)]
+                tmp = [torch.zeros_like(p) for p in w]
+            tmp = [m + g.pow(2) for m, g in zip(tmp, ders)]
+            reg = sum((f * (p - s).pow(2)).sum() for p, s, f in zip(w, star, fisher)) if star else 0.0
+            grads = torch.autograd.grad(ce + lam * reg, w)
+            with torch.no_grad():
+                for p, g in zip(w, grads):
+                    p -= lr * g
+        if t == 1:
+            assert min(f.min() for f in learner.fisher_sum) == 0 and max(f.max() for f in learner.fisher_sum) == 1
+            for a, f in zip(learner.fisher_sum, fisher):
+                torch.testing.assert_close(a, f)
+    moved = sum((a.detach() - b).abs().max().item() for a, b in zip(learner.net.parameters(), star))
+    assert moved > 1e-3  # the steps did move the weights, so the comparison below compares something
+    for a, b in zip(learner.net.parameters(), w):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_ewc_fisher_choice_errors_are_one_line():
+    import pytest
+
+    from methods.config import ClreproError
+
+    for hp, needle in [({"fisher": "diag"}, "fisher must be one of"),
+                       ({"fisher": "task_batch"}, "needs n_memories"),
+                       ({"fisher": "running", "fisher_ema_decay": 0.0}, "fisher_ema_decay")]:
+        with pytest.raises(ClreproError, match=needle) as exc:
+            registry.build("ewc", ctx(n_tasks=2), {"lr": 0.1, "memory_strength": 1.0, **hp})
+        assert "\n" not in str(exc.value)

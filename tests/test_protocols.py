@@ -34,6 +34,8 @@ def test_gem_and_agem_protocols_are_the_published_settings():
     assert agem["samples_per_task"]["permutations"] == 60000 and agem["batch_size"] == 10
     assert agem["model"]["init"] == {"name": "truncated_normal", "std": 0.1, "bias": 0.1}  # A-GEM's TF1 init
     assert agem["hparams"]["agem"]["all"] == {"sample_size": 256, "memory_fill": "task_end_per_class"}
+    assert agem["hparams"]["ewc"]["permutations"] == {"lr": 0.03, "memory_strength": 10, "fisher": "running",
+                                                      "fisher_update_after": 10, "fisher_ema_decay": 0.9}
 
 
 def test_taagem2023_protocol_is_the_stored_setting():
@@ -98,7 +100,7 @@ REDUCED = {
     "gem2017": {"base": "config/gem2017.yaml", "datasets": ["permutations"], "methods": ["online", "gem"],
                 "streams": {"permutations": {"kind": "permutation", "n_tasks": 3}},
                 "hparams": {"gem": {"patterns_per_experience": 20}}},
-    "agem2019": {"base": "config/agem2019.yaml", "methods": ["online", "agem"],
+    "agem2019": {"base": "config/agem2019.yaml", "methods": ["online", "ewc", "agem"],
                  "streams": {"permutations": {"kind": "permutation", "n_tasks": 5}},
                  "hparams": {"agem": {"patterns_per_experience": 20}}},
 }
@@ -113,14 +115,15 @@ def test_reduced_real_run_of_each_protocol_writes_its_paper_table(tmp_path, prot
               "overrides": {"samples_per_task": {"permutations": 100},
                             "test_examples_per_task": {"permutations": 200}}}
     proc = clrepro(repo, "--configfile", write(repo, "small.yaml", config))
-    assert job_stats(proc)["train"] == 4
+    n_runs = 2 * len(REDUCED[protocol]["methods"])
+    assert job_stats(proc)["train"] == n_runs
     recs = [json.loads(p.read_text()) for p in (repo / "results" / "runs").rglob("*.json")]
-    assert len(recs) == 4 and {r["spec"]["protocol"] for r in recs} == {protocol}
+    assert len(recs) == n_runs and {r["spec"]["protocol"] for r in recs} == {protocol}
     assert all(str(p.relative_to(repo)).startswith(f"results/runs/{protocol}/")
                for p in (repo / "results" / "runs").rglob("*.json"))
     table = pd.read_csv(repo / "results" / "tables" / f"paper_{protocol}.csv")
     ran = table[table["n_seeds"] > 0]
-    assert set(ran["our_method"]) == {"online", "gem" if protocol == "gem2017" else "agem"}
+    assert set(ran["our_method"]) == set(REDUCED[protocol]["methods"])
     assert ran["verdict"].str.match(r"inside 95%|outside: |time: ").all()
     md = (repo / "results" / "tables" / f"paper_{protocol}.md").read_text()
     assert "REDUCED from the protocol" in md
@@ -131,6 +134,8 @@ def test_reduced_real_run_of_each_protocol_writes_its_paper_table(tmp_path, prot
         assert 0 <= agem["metrics"]["LCA10"] <= 1 and "LCA10" in set(table["metric"])
         assert agem["method_info"]["memory_filled_per_task"] == [20, 20]         # filled at each task's end
         assert agem["stream"]["task_params"] == ["permutation"] * 2
+        ewc = next(r for r in recs if r["spec"]["method"] == "ewc")           # A-GEM's own EWC and TF init
+        assert ewc["spec"]["hparams"]["fisher"] == "running" and ewc["spec"]["model"]["init"]["std"] == 0.1
 
 
 @pytest.mark.slow
