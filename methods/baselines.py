@@ -14,7 +14,7 @@ from data_prep.errors import ClreproError
 
 from .base import Context, Learner
 from .memory import RngSwitch
-from .model import ce_grads, mlp, mlp_layers, sgd_step
+from .model import ce_grads, init_mlp, mlp, mlp_layers, sgd_step
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ class Independent(Learner):
 class TaskInput(Learner):
     """A task-specific input layer, then one fewer shared hidden layer (GEM `multimodal`, MER `taskinput`).
 
-    Uses PyTorch's default Linear initialisation with zero biases, as the reference does.
+    Uses PyTorch's default Linear initialisation with zero biases, as the reference does, unless the protocol
+    names an initialisation (`model.init`), which then applies to every layer as for the other methods.
     """
 
     Hparams = LrHparams
@@ -89,6 +90,8 @@ class TaskInput(Learner):
         for layer in self.modules():
             if isinstance(layer, nn.Linear):
                 nn.init.zeros_(layer.bias)
+        if ctx.init is not None:
+            init_mlp(self, ctx.init)
 
     def forward(self, x, t):
         return self.shared(F.relu(self.inputs[t](x)))

@@ -165,7 +165,7 @@ def test_protocol_init_truncated_normal_is_agem_tf_initialisation():
     absent, the GEM Glorot-uniform layers with zero biases."""
     torch.manual_seed(0)
     init = {"name": "truncated_normal", "std": 0.1, "bias": 0.1}
-    hparams = {"online": {}, "gem": {"memory_strength": 0.5}, "agem": {}, "independent": {},
+    hparams = {"online": {}, "gem": {"memory_strength": 0.5}, "agem": {}, "independent": {}, "taskinput": {},
                "ewc": {"memory_strength": 10, "n_memories": 10}}
     for method, hp in hparams.items():
         learner = registry.build(method, ctx(n_hiddens=256, memory=40, init=init), {"lr": 0.1, **hp})
