@@ -1,12 +1,15 @@
-"""Baselines against the reference's definitions: independent widths and FWT, task-input sizes, EWC's penalty."""
+"""Baselines against the reference's definitions: independent widths and FWT, task-input sizes, EWC's penalty
+and A-GEM's running Fisher, and the protocols' initialisations."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from methods import registry
 from methods.base import Context
+from methods.config import PROTOCOL_SCHEMA, ROOT, ClreproError, load_yaml, validate
 
 
 def ctx(n_tasks=20, **kw):
@@ -180,9 +183,6 @@ def test_protocol_init_truncated_normal_is_agem_tf_initialisation():
 
 
 def test_protocol_init_errors_are_one_line_at_parse_time():
-    from methods.config import PROTOCOL_SCHEMA, ClreproError, load_yaml, validate, ROOT
-    import pytest
-
     base = load_yaml(ROOT / "config" / "protocols" / "agem2019.yaml")
     for init, needle in [({"name": "he_normal"}, "model/init/name"),
                          ({"name": "xavier_uniform", "std": 0.1}, "model/init"),
@@ -241,10 +241,6 @@ def test_ewc_running_fisher_follows_agem_tf_equations(make_stream):
 
 
 def test_ewc_fisher_choice_errors_are_one_line():
-    import pytest
-
-    from methods.config import ClreproError
-
     for hp, needle in [({"fisher": "diag"}, "fisher must be one of"),
                        ({"fisher": "task_batch"}, "needs n_memories"),
                        ({"fisher": "running", "fisher_ema_decay": 0.0}, "fisher_ema_decay")]:
