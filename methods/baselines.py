@@ -87,11 +87,12 @@ class TaskInput(Learner):
         nh = ctx.n_hiddens
         self.inputs = nn.ModuleList(nn.Linear(ctx.n_inputs, nh) for _ in range(ctx.n_tasks))
         self.shared = mlp([nh] * ctx.n_layers + [ctx.n_outputs], xavier=False)
-        for layer in self.modules():
-            if isinstance(layer, nn.Linear):
-                nn.init.zeros_(layer.bias)
         if ctx.init is not None:
             init_mlp(self, ctx.init)
+        else:
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, x, t):
         return self.shared(F.relu(self.inputs[t](x)))
@@ -168,7 +169,8 @@ class EWC(Learner):
             fisher = [(f - lo) / (hi - lo + MINMAX_EPS) for f in self.running]
             self.fisher_sum = fisher
             self.anchor_sum = [f * p.detach() for f, p in zip(fisher, self.params)]
-            self.window = [torch.zeros_like(w) for w in self.window]
+            for w in self.window:
+                w.zero_()
             self.step_in_task = 0
             return
         fisher = [g.pow(2) for g in ce_grads(self.layers, self.mem_x, self.mem_y)]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# The initialisations protocols may name (config/protocols/schema.yaml, model.init). Absent = xavier_uniform.
-INITS = ("xavier_uniform", "truncated_normal")
-
 
 def xavier_init(module: nn.Module) -> None:
     for layer in module.modules():
