@@ -48,6 +48,12 @@ from .projection import MARGIN_MODES, QPError, agem_project, gem_project
 
 
 MEMORY_FILLS = ("ring", "task_end_per_class")
+# What GEM's QP projects when a constraint is violated: "gradient" (GEM: the batch gradient g, so the step is
+# the closest vector to g that keeps every past-task loss from rising) or "zero" (facebookresearch/agem's TF
+# GEM, cdce810..ae6ef74, which produced A-GEM's GEM numbers: its py_func projects row G[t], which no op writes
+# while task t trains, i.e. zeros, so a violated step descends along G'v, v >= margin, the past-task
+# gradients alone; docs/gem.md).
+PROJECTED = ("gradient", "zero")
 # Rows of fewer slots go through vmap: the reference's per-task forward on 1-3 rows takes the BLAS library's
 # small-matrix path, which the batched product cannot reproduce bit for bit (measured; tests/test_gem.py).
 BATCHED_MIN_SLOTS = 4
@@ -196,10 +202,13 @@ class GEM(_PerTaskMemoryLearner):
         margin_mode: str = "lower_bound"        # "lower_bound": v >= gamma (code); "additive": v* + gamma (paper)
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
         memory_fill: str = "ring"               # "ring": GEM's buffer; "task_end_per_class": A-GEM's fill
+        projected: str = "gradient"             # what a violated step projects (PROJECTED): "zero" = A-GEM's TF GEM
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         if hp.margin_mode not in MARGIN_MODES:
             raise ClreproError(f"gem margin_mode must be one of {MARGIN_MODES}, not {hp.margin_mode!r}")
+        if hp.projected not in PROJECTED:
+            raise ClreproError(f"gem projected must be one of {PROJECTED}, not {hp.projected!r}")
         super().__init__(ctx, hp, "gem")
         self.qp_calls = 0
         self.max_condition = 0.0
@@ -243,6 +252,8 @@ class GEM(_PerTaskMemoryLearner):
 
     def _project(self, g: torch.Tensor, G: torch.Tensor, t: int, past: list[int]) -> torch.Tensor:
         self.qp_calls += 1
+        if self.hp.projected == "zero":
+            g = torch.zeros_like(g)
         try:
             res = gem_project(g, G, self.hp.memory_strength, self.hp.qp_ridge, self.hp.margin_mode)
         except QPError as exc:
@@ -257,7 +268,7 @@ class GEM(_PerTaskMemoryLearner):
     def info(self) -> dict:
         return {**super().info(), "qp_calls": self.qp_calls, "qp_failures": 0,
                 "max_gram_condition": self.max_condition, "margin_mode": self.hp.margin_mode,
-                "qp_ridge": self.hp.qp_ridge}
+                "qp_ridge": self.hp.qp_ridge, "projected": self.hp.projected}
 
 
 class AGEM(_PerTaskMemoryLearner):

@@ -146,9 +146,9 @@ def test_partly_written_rows_use_only_written_slots(make_stream):
 
 # ---- one GEM step ---------------------------------------------------------------------------------------
 
-def two_task_learner(stream, margin, lr=0.05):
+def two_task_learner(stream, margin, lr=0.05, **hparams):
     learner = registry.build("gem", ctx(n_tasks=3, memory=3 * 40),
-                             {"lr": lr, "memory_strength": margin, "qp_ridge": 1e-9})
+                             {"lr": lr, "memory_strength": margin, "qp_ridge": 1e-9, **hparams})
     x0, y0 = real_task(stream, 0, 40, seed=1)
     for i in range(40):
         learner.observe(x0[i:i + 1], 0, y0[i:i + 1])
@@ -158,10 +158,9 @@ def two_task_learner(stream, margin, lr=0.05):
     return learner
 
 
-def test_gem_step_applies_the_exact_projection(make_stream):
-    """Find a real task-2 example whose gradient violates a constraint; the SGD step must use the QP answer."""
-    stream = make_stream("rotations", n_tasks=3)
-    learner = two_task_learner(stream, margin=0.0)
+def violating_step(learner, stream):
+    """Observe the first of 200 real task-2 examples whose gradient violates a constraint; returns the memory
+    gradients G, the batch gradient g and the direction the SGD step took ((before - after) / lr)."""
     x2, y2 = real_task(stream, 2, 200, seed=3)
     for i in range(200):
         x, y = x2[i:i + 1], y2[i:i + 1]
@@ -177,13 +176,38 @@ def test_gem_step_applies_the_exact_projection(make_stream):
     calls = learner.qp_calls
     learner.observe(x, 2, y)
     after = torch.cat([p.detach().reshape(-1) for p in learner.net.parameters()])
-    g_tilde = ((before - after) / learner.hp.lr).double()
     assert learner.qp_calls == calls + 1 and learner.projections == learner.qp_calls
-    Gd, gd = G.double(), g.double()
+    return G.double(), g.double(), ((before - after) / learner.hp.lr).double()
+
+
+def test_gem_step_applies_the_exact_projection(make_stream):
+    """A violated step must use the QP answer: the projection of g onto {z : G z >= 0}."""
+    stream = make_stream("rotations", n_tasks=3)
+    Gd, gd, g_tilde = violating_step(two_task_learner(stream, margin=0.0), stream)
     assert (Gd @ g_tilde >= -1e-4 * gd.norm() * Gd.norm(dim=1)).all()          # constraints hold (float32 step)
     v, _ = nnls(Gd.numpy().T, -gd.numpy())                                     # independent solver
     expected = gd.numpy() + Gd.numpy().T @ v
     np.testing.assert_allclose(g_tilde.numpy(), expected, atol=2e-4 * np.abs(expected).max())
+
+
+def test_agem_tf_gem_step_descends_along_the_past_task_gradients_alone(make_stream):
+    """`projected: zero` (A-GEM's TF GEM projects its never-written current-task row of G): a violated step is
+    G'v with v = argmin 1/2 |G'v|^2 s.t. v >= margin, whatever g was. Solved independently: v = margin + u,
+    u = NNLS(G', -margin G'1)."""
+    stream = make_stream("rotations", n_tasks=3)
+    learner = two_task_learner(stream, margin=0.5, projected="zero")
+    Gd, gd, step = violating_step(learner, stream)
+    M = Gd.numpy().T
+    u, _ = nnls(M, -0.5 * M.sum(1))
+    expected = M @ (0.5 + u)
+    np.testing.assert_allclose(step.numpy(), expected, atol=2e-4 * np.abs(expected).max())
+    assert np.abs(step.numpy() - gd.numpy() - expected).max() > 1e-2 * np.abs(expected).max()   # g is not in it
+    assert learner.info()["projected"] == "zero"
+
+
+def test_gem_projected_must_be_a_known_mode():
+    with pytest.raises(ClreproError, match=r"gem projected must be one of \('gradient', 'zero'\)"):
+        registry.build("gem", ctx(), {"lr": 0.1, "memory_strength": 0.5, "projected": "current"})
 
 
 def test_gem_step_without_violation_is_plain_sgd_and_calls_no_qp(make_stream, monkeypatch):
