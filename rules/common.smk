@@ -77,8 +77,7 @@ def train_data(wildcards):
     forced = settings.forceall or settings.forcetargets or bool({"train", path} & set(settings.forcerun))
     if os.path.exists(path) and not forced:
         return {}
-    return {"stream": ancient(f"data/streams/{wildcards.dataset}/manifest.json"),
-            "mnist": ancient("data/mnist/manifest.json")}
+    return {"stream": f"data/streams/{wildcards.dataset}/manifest.json", "mnist": "data/mnist/manifest.json"}
 
 
 # Longest jobs first (`priority`): Snakemake otherwise starts them in DAG order, and a 400 s DGR job started

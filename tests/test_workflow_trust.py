@@ -194,6 +194,23 @@ def test_finished_records_whose_data_is_gone_are_not_retrained(repo):
     assert stats.get("mnist") == 1 and "train" not in stats, stats
 
 
+def test_new_stream_seed_rebuilds_the_stream_and_trains_its_runs_and_going_back_trains_nothing(repo):
+    """A stream_seed change rebuilds the stream in place AND trains every run on it (it once rebuilt the stream
+    and trained nothing, reporting success); the first seed's records stay, and returning to it only rebuilds."""
+    before = records(repo)
+    other = write(repo, "seed1.yaml", {"base": "small.yaml", "stream_seed": 1})
+    stats = job_stats(clrepro(repo, "runs", "--configfile", other))     # README: "only the training runs"
+    assert stats["stream"] == 1 and stats["train"] == 4, stats
+    after = records(repo)
+    assert {k: after[k] for k in before} == before
+    new = [json.loads((repo / "results" / "runs" / k).read_text()) for k in set(after) - set(before)]
+    assert len(new) == 4 and {r["stream"]["stream_seed"] for r in new} == {1}
+    old = json.loads(small_records(repo)[0].read_text())
+    assert old["stream"]["stream_seed"] == 0 and new[0]["stream"]["sha256"] != old["stream"]["sha256"]
+    stats = job_stats(clrepro(repo, "--configfile", "small.yaml"))
+    assert stats.get("stream") == 1 and "train" not in stats, stats
+
+
 def test_same_data_elsewhere_and_auto_vs_cpu_plan_nothing(repo, tmp_path):
     copy = tmp_path / "mnist_copy"
     shutil.copytree(SHARED_MNIST, copy)
