@@ -6,7 +6,8 @@ GEM follows facebookresearch/GradientEpisodicMemory@34c6b8e `model/gem.py` (refe
   last n examples; with larger batches the items past the wrap are dropped, as in the reference;
 - every step: the mean-CE gradient on each previous task's whole memory row, then the current gradient g;
   if any <g, g_k> < 0, g is replaced by the QP projection against ALL past tasks (`projection.gem_project`,
-  quadprog in float64, `v >= memory_strength`, ridge `qp_ridge`), then one SGD step.
+  quadprog in float64, `v >= memory_strength`, ridge `qp_ridge`), then one SGD step. `projected: zero`
+  projects the zero vector instead of g, as A-GEM's TF GEM did (PROJECTED below; the agem2019 protocol).
 Speed without changing the math: all past-task gradients come from one batched forward and a hand-written
 backward (`model.per_task_ce_grads`), bitwise equal to the reference's per-task loop at one thread
 (tests/test_gem.py), not k separate passes; a net other than the MLP, a partly written row, or rows of
