@@ -203,3 +203,24 @@ def test_spec_key_changes_with_what_determines_results_only():
         assert spec_key(resolve_run(other, "rotations", "gem", 500, 0)) != spec_key(spec), change
     path = record_path(spec)
     assert path == f"results/runs/mer2019/rotations/gem/mem500/seed0/{spec_key(spec)}.json"
+
+
+def test_skip_tasks_override_selects_the_protocols_cross_validation_tasks():
+    """agem2019 skips its 3 cross-validation tasks; `overrides: {skip_tasks: 0}` on a stream cut to 3 tasks
+    trains exactly those (same permutations: a permutation stream's maps are a prefix of a longer one's), and
+    the record says it differs from the protocol."""
+    from data_prep.streams import StreamDef, build_maps
+
+    config = load_config(ROOT / "config" / "agem2019.yaml")
+    final = resolve_run(config, "permutations", "gem", 4250, 0)
+    assert final["skip_tasks"] == 3 and final["n_tasks"] == 17 and final["reduced"] == {}
+    config["streams"]["permutations"] = {"kind": "permutation", "n_tasks": 3}
+    config["overrides"] = {"skip_tasks": 0}
+    cv = resolve_run(config, "permutations", "gem", 4250, 0)
+    assert cv["skip_tasks"] == 0 and cv["n_tasks"] == 3 and cv["reduced"] == {"skip_tasks": 3}
+    cut, _ = build_maps("permutations", StreamDef("permutation", 3), 0)
+    full, _ = build_maps("permutations", StreamDef("permutation", 20), 0)
+    assert (cut == full[:3]).all()
+    with pytest.raises(ClreproError) as err:
+        cfg(overrides={"skip_tasks": -1})
+    assert_one_line(err, "skip_tasks")
