@@ -7,7 +7,7 @@ GEM follows facebookresearch/GradientEpisodicMemory@34c6b8e `model/gem.py` (refe
 - every step: the mean-CE gradient on each previous task's whole memory row, then the current gradient g;
   if any <g, g_k> < 0, g is replaced by the QP projection against ALL past tasks (`projection.gem_project`,
   quadprog in float64, `v >= memory_strength`, ridge `qp_ridge`), then one SGD step. `projected: zero`
-  projects the zero vector instead of g, as A-GEM's TF GEM did (PROJECTED below; the agem2019 protocol).
+  projects the zero vector instead of g, as A-GEM's TF GEM did (PROJECTED below).
 Speed without changing the math: all past-task gradients come from one batched forward and a hand-written
 backward (`model.per_task_ce_grads`), bitwise equal to the reference's per-task loop at one thread
 (tests/test_gem.py), not k separate passes; a net other than the MLP, a partly written row, or rows of
@@ -51,9 +51,9 @@ from .projection import MARGIN_MODES, QPError, agem_project, gem_project
 MEMORY_FILLS = ("ring", "task_end_per_class")
 # What GEM's QP projects when a constraint is violated: "gradient" (GEM: the batch gradient g, so the step is
 # the closest vector to g that keeps every past-task loss from rising) or "zero" (facebookresearch/agem's TF
-# GEM, cdce810..ae6ef74, which produced A-GEM's GEM numbers: its py_func projects row G[t], which no op writes
-# while task t trains, i.e. zeros, so a violated step descends along G'v, v >= margin, the past-task
-# gradients alone; docs/gem.md).
+# GEM, cdce810..ae6ef74: its py_func projects row G[t], which no op writes while task t trains, i.e. zeros,
+# so a violated step descends along G'v, v >= margin, the past-task gradients alone; measured in docs/gem.md,
+# it does not give A-GEM's published GEM row).
 PROJECTED = ("gradient", "zero")
 # Rows of fewer slots go through vmap: the reference's per-task forward on 1-3 rows takes the BLAS library's
 # small-matrix path, which the batched product cannot reproduce bit for bit (measured; tests/test_gem.py).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import pytest
 
 from analysis import aggregate, plots, published, records, tables
 from data_prep.errors import ClreproError
+from methods.config import load_config, resolve_run
 
 
 def fake_record(dataset, method, memory, seed, R, b, protocol="mer2019", samples=10):
@@ -282,8 +284,6 @@ def test_curve_tasks_keep_first_and_last():
 
 def test_readme_results_section_is_generated_from_the_snapshot_tables():
     """No hand-typed numbers: README's results section equals what analysis.readme renders from docs/results."""
-    from pathlib import Path
-
     from analysis import readme
 
     root = Path(__file__).resolve().parent.parent
@@ -337,13 +337,15 @@ def test_agem2019_snapshot_is_what_its_committed_records_render_to(tmp_path):
     """docs/gem.md and the README say docs/results/paper_agem2019.md was written from the run records kept in
     docs/results/runs/agem2019/: the same three analysis steps the workflow runs, applied to those records,
     write that file again byte for byte (and the records are the protocol's, one per method and seed)."""
-    from pathlib import Path
-
     root = Path(__file__).resolve().parent.parent
     recs = sorted((root / "docs" / "results" / "runs" / "agem2019").rglob("*.json"))
     specs = [json.loads(p.read_text())["spec"] for p in recs]
     assert {s["protocol"] for s in specs} == {"agem2019"} and not any(s["reduced"] for s in specs)
     assert len({(s["method"], s["seed"]) for s in specs}) == len(recs) >= 15
+    config = load_config(root / "config" / "agem2019.yaml")     # and runs of the protocol as it stands now
+    config["_device"] = "cpu"
+    for path, spec in zip(recs, specs):
+        assert spec == resolve_run(config, spec["dataset"], spec["method"], spec["memory"], spec["seed"]), path
     aggregate.main(["--out", str(tmp_path / "runs.csv"), *map(str, recs)])
     tables.main(["summary", "--runs", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "summary.csv")])
     published.main(["--summary", str(tmp_path / "summary.csv"), "--published", str(root / "analysis" / "published.csv"),

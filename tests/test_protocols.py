@@ -34,8 +34,8 @@ def test_gem_and_agem_protocols_are_the_published_settings():
     assert agem["samples_per_task"]["permutations"] == 60000 and agem["batch_size"] == 10
     assert agem["model"]["init"] == {"name": "truncated_normal", "std": 0.1, "bias": 0.1}  # A-GEM's TF1 init
     assert agem["hparams"]["agem"]["all"] == {"sample_size": 256, "memory_fill": "task_end_per_class"}
-    assert agem["hparams"]["gem"]["all"] == {"qp_ridge": 0.0, "margin_mode": "lower_bound", "memory_strength": 0.5,
-                                             "projected": "zero", "memory_fill": "task_end_per_class"}
+    assert agem["hparams"]["gem"]["all"] == {"qp_ridge": 0.001, "margin_mode": "lower_bound",
+                                             "memory_fill": "task_end_per_class"}
     assert agem["hparams"]["ewc"]["permutations"] == {"lr": 0.03, "memory_strength": 10, "fisher": "running",
                                                       "fisher_update_after": 10, "fisher_ema_decay": 0.9}
 
