@@ -261,19 +261,20 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
         "samples_per_task": samples,
         "test_examples_per_task": overrides.get("test_examples_per_task", {}).get(
             dataset, protocol["test_examples_per_task"]),
+        # tasks [skip_tasks, stream n_tasks) are trained and scored: n_tasks counts those
+        "skip_tasks": overrides.get("skip_tasks", protocol["skip_tasks"]),
     }
     # only where not the default `first`, so every record made before the option keeps its key
     test_subset = {"test_subset": "spread"} if overrides.get("test_subset", "first") == "spread" else {}
-    skip = overrides.get("skip_tasks", protocol["skip_tasks"])
+    skip = sizes["skip_tasks"]
     n_tasks = stream["n_tasks"] - skip
     if n_tasks < 1:
         raise ClreproError(f"protocol {protocol['name']} skips the first {skip} tasks but stream "
                            f"{dataset} has only {stream['n_tasks']}; give the stream more tasks")
     protocol_sizes = {"batch_size": protocol["batch_size"], "log_every": protocol["log_every"],
                       "samples_per_task": protocol["samples_per_task"].get(dataset),
-                      "test_examples_per_task": protocol["test_examples_per_task"]}
-    # an overridden skip_tasks is a change from the protocol too (absent otherwise: earlier keys are unchanged)
-    reduced_skip = {"skip_tasks": protocol["skip_tasks"]} if skip != protocol["skip_tasks"] else {}
+                      "test_examples_per_task": protocol["test_examples_per_task"],
+                      "skip_tasks": protocol["skip_tasks"]}
     return {
         "dataset": dataset, "method": method, "memory": memory, "seed": seed,
         "stream_seed": config["stream_seed"], "n_tasks": n_tasks,
@@ -282,11 +283,10 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
         # absent = independent (each task its own draw), so the runs that predate the option keep their keys
         **({"task_images": protocol["task_images"]} if protocol.get("task_images", "independent") != "independent"
            else {}),
-        # tasks [skip_tasks, stream n_tasks) are trained and scored: n_tasks counts those
-        "skip_tasks": skip, "lca_batches": protocol["lca_batches"],
+        "lca_batches": protocol["lca_batches"],
         **sizes, **test_subset,
         # the sizes this run changed from its protocol's (name -> protocol value); empty = full protocol size
-        "reduced": {**{k: v for k, v in protocol_sizes.items() if sizes[k] != v}, **reduced_skip},
+        "reduced": {k: v for k, v in protocol_sizes.items() if sizes[k] != v},
         "model": dict(protocol["model"]),
         "hparams": hparams,
         "compat": {"eval_drop_last_test_example": False, **compat},
