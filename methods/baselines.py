@@ -13,6 +13,7 @@ from torch import nn
 from data_prep.errors import ClreproError
 
 from .base import Context, Learner
+from .hparams import choice
 from .memory import RngSwitch
 from .model import ce_grads, init_mlp, mlp, mlp_layers, sgd_step
 
@@ -133,14 +134,12 @@ class EWC(Learner):
         lr: float
         memory_strength: float
         n_memories: int = 0
-        fisher: str = "task_batch"
+        fisher: str = choice("task_batch", FISHERS)
         fisher_update_after: int = 10
         fisher_ema_decay: float = 0.9
 
         def __post_init__(self) -> None:
             super().__post_init__()
-            if self.fisher not in FISHERS:
-                raise ClreproError(f"ewc fisher must be one of {FISHERS}, not {self.fisher!r}")
             if self.fisher == "task_batch" and self.n_memories < 1:
                 raise ClreproError("ewc with fisher: task_batch needs n_memories >= 1 (the examples its Fisher "
                                    "is computed on); set it in the protocol file")

@@ -1,10 +1,12 @@
 """Configuration: validated once at the edge, then resolved into one plain `RunSpec` dict per grid cell.
 
-Torch-free on purpose: the Snakefile imports it at parse time to build the grid.
+Torch-free at import, since the Snakefile imports it at parse time to build the grid; only `check_hparams`
+imports the methods (torch), once per distinct set of hyper-parameters.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -254,7 +256,8 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
     if compat.pop("rng", "fast") == "reference":
         # absent = fast, so fast runs keep their spec keys; "reference" reaches the method as its `rng` hparam
         compat["rng"] = hparams["rng"] = "reference"
-        _check_reference_rng(method, hparams)
+        _check_reference_rng(method)
+    check_hparams(method, hparams)
     sizes = {
         "batch_size": overrides.get("batch_size", protocol["batch_size"]),
         "log_every": overrides.get("log_every", protocol["log_every"]),
@@ -294,17 +297,29 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
     }
 
 
-def _check_reference_rng(method: str, hparams: dict) -> None:
-    """compat.rng: reference, checked when the grid is resolved: the method must have a reference RNG mode (an
-    `rng` hyper-parameter) and its other hyper-parameters must allow it. Imports the method (torch) only here."""
+def _check_reference_rng(method: str) -> None:
+    """compat.rng: reference needs a method with a reference RNG mode (an `rng` hyper-parameter); whether its
+    other hyper-parameters allow it is check_hparams' job."""
     import dataclasses
 
-    from .registry import get, make_hparams
+    from .registry import get
 
     if "rng" not in {f.name for f in dataclasses.fields(get(method).Hparams)}:
         raise ClreproError(f"compat.rng: reference reproduces the GEM/MER reference code's random draws, and "
                            f"{method} has no such reference; leave {method} out of this grid or use compat.rng: fast")
-    make_hparams(method, hparams)
+
+
+def check_hparams(method: str, hparams: dict) -> None:
+    """Names, types and allowed values of a run's hyper-parameters, checked when the grid is resolved, so a
+    typo in a protocol file or a --config override stops the workflow with one line before any job runs."""
+    _check_hparams(method, json.dumps(hparams, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _check_hparams(method: str, canonical: str) -> None:
+    from .registry import make_hparams   # imports the method's module (torch): once per grid, not per cell
+
+    make_hparams(method, json.loads(canonical))
 
 
 def spec_key(spec: dict) -> str:

@@ -31,6 +31,7 @@ from torch import nn
 from data_prep.errors import ClreproError
 
 from .base import Context, Learner
+from .hparams import choice
 from .model import flatten_parameters, mlp
 
 REPLAY_TARGETS = ("hard", "soft")
@@ -104,15 +105,14 @@ class DGR(Learner):
         vae_hidden: int = 100                 # van de Ven: VAE as deep and wide as the classifier
         vae_lr: float = 1e-3                   # Adam
         generator_steps_per_batch: int = 1
-        replay_targets: str = "hard"           # hard (Shin: argmax) | soft (van de Ven's DGR+distill)
+        replay_targets: str = choice("hard", REPLAY_TARGETS)   # hard (Shin: argmax) | soft (DGR+distill)
         distill_temperature: float = 2.0       # T for soft targets (van de Ven)
 
+        def __post_init__(self) -> None:
+            if self.distill_temperature <= 0:
+                raise ClreproError(f"dgr: distill_temperature must be > 0 (got {self.distill_temperature})")
+
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        if hp.replay_targets not in REPLAY_TARGETS:
-            raise ClreproError(f"dgr: unknown replay_targets {hp.replay_targets!r}; "
-                               f"use one of {', '.join(REPLAY_TARGETS)}")
-        if hp.distill_temperature <= 0:
-            raise ClreproError(f"dgr: distill_temperature must be > 0 (got {hp.distill_temperature})")
         super().__init__(ctx, hp)
         self.net = self.build_net()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)

@@ -43,6 +43,7 @@ from torch.func import functional_call, grad, vmap
 from data_prep.errors import ClreproError
 
 from .base import Context, Learner
+from .hparams import choice
 from .memory import RngSwitch
 from .model import ce_grads, flatten, mlp_layers, per_task_ce_grads, sgd_step
 from .projection import MARGIN_MODES, QPError, agem_project, gem_project
@@ -160,8 +161,6 @@ class _PerTaskMemoryLearner(Learner):
         self.layers = mlp_layers(self.net)
         self.params = list(self.net.parameters())
         self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, name)
-        if hp.memory_fill not in MEMORY_FILLS:
-            raise ClreproError(f"{name} memory_fill must be one of {MEMORY_FILLS}, not {hp.memory_fill!r}")
         self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
         self.observed_tasks: list[int] = []
         self.old_task = -1
@@ -200,16 +199,13 @@ class GEM(_PerTaskMemoryLearner):
         lr: float
         memory_strength: float                  # gamma: lower bound on the dual variables (reference)
         qp_ridge: float = 1e-3                  # eps*I added to the Gram matrix (GEM's PSD fix; MER's copy: 0)
-        margin_mode: str = "lower_bound"        # "lower_bound": v >= gamma (code); "additive": v* + gamma (paper)
+        # "lower_bound": v >= gamma (code); "additive": v* + gamma (paper)
+        margin_mode: str = choice("lower_bound", MARGIN_MODES)
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
-        memory_fill: str = "ring"               # "ring": GEM's buffer; "task_end_per_class": A-GEM's fill
-        projected: str = "gradient"             # what a violated step projects (PROJECTED): "zero" = A-GEM's TF GEM
+        memory_fill: str = choice("ring", MEMORY_FILLS)   # "ring": GEM's buffer; "task_end_per_class": A-GEM's
+        projected: str = choice("gradient", PROJECTED)     # what a violated step projects: "zero" = A-GEM's TF GEM
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        if hp.margin_mode not in MARGIN_MODES:
-            raise ClreproError(f"gem margin_mode must be one of {MARGIN_MODES}, not {hp.margin_mode!r}")
-        if hp.projected not in PROJECTED:
-            raise ClreproError(f"gem projected must be one of {PROJECTED}, not {hp.projected!r}")
         super().__init__(ctx, hp, "gem")
         self.qp_calls = 0
         self.max_condition = 0.0
@@ -280,11 +276,14 @@ class AGEM(_PerTaskMemoryLearner):
         lr: float
         sample_size: int = 256                 # A-GEM's eps_mem_batch, drawn without replacement
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
-        memory_fill: str = "ring"               # "ring": GEM's buffer; "task_end_per_class": A-GEM's fill
+        memory_fill: str = choice("ring", MEMORY_FILLS)   # "ring": GEM's buffer; "task_end_per_class": A-GEM's
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.sample_size < 1:
+                raise ClreproError(f"agem sample_size must be >= 1, not {self.sample_size}")
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        if hp.sample_size < 1:
-            raise ClreproError(f"agem sample_size must be >= 1, not {hp.sample_size}")
         super().__init__(ctx, hp, "agem")
 
     def reference_sample(self, past: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

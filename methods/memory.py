@@ -29,6 +29,8 @@ import torch
 
 from data_prep.errors import ClreproError
 
+from .hparams import choice
+
 RANDINT_MODES = ("inclusive", "vitter")
 DRAW_MODES = ("with_replacement", "without_replacement")
 RNG_MODES = ("fast", "reference")
@@ -44,11 +46,9 @@ class RngSwitch:
     """
 
     REFERENCE_RNG: ClassVar[dict] = {}
-    rng: str = "fast"
+    rng: str = choice("fast", RNG_MODES)
 
     def __post_init__(self) -> None:
-        if self.rng not in RNG_MODES:
-            raise ClreproError(f"compat.rng must be one of {RNG_MODES}, not {self.rng!r}")
         if self.rng == "reference":
             for name, value in self.REFERENCE_RNG.items():
                 if getattr(self, name) != value:

@@ -20,13 +20,14 @@ from typing import ClassVar
 import torch
 
 from .base import Context
-from .mlp_sgd import flatten_mlp, make_engine
+from .hparams import choice
+from .mlp_sgd import ENGINES, flatten_mlp, make_engine
 from .replay import ReplayLearner, ReplaySwitches
 
 
 @dataclass(frozen=True)
 class MERSwitches(ReplaySwitches):
-    engine: str = "auto"     # single-example SGD engine: auto, c, torch (same math; see mlp_sgd.py)
+    engine: str = choice("auto", ENGINES)   # single-example SGD engine (same math; see mlp_sgd.py)
 
 
 class MERLearner(ReplayLearner):

@@ -151,6 +151,9 @@ def flatten_mlp(net: torch.nn.Module) -> torch.Tensor:
     return flat
 
 
+ENGINES = ("auto", "c", "torch")
+
+
 def make_engine(flat: torch.Tensor, sizes: list[int], kind: str = "auto"):
     """kind: auto (C on CPU when a compiler is found, else torch), c, or torch."""
     if kind == "torch" or (kind == "auto" and flat.device.type != "cpu"):

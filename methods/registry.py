@@ -7,6 +7,7 @@ import importlib
 from data_prep.errors import ClreproError
 
 from .base import Context, Learner
+from .hparams import check_values
 
 # Modules are imported on first use so that looking up one method never imports the others.
 METHODS = {
@@ -44,6 +45,7 @@ def make_hparams(name: str, values: dict):
                      and f.default_factory is dataclasses.MISSING)
     if missing:
         raise ClreproError(f"method {name} needs hyper-parameter(s) {missing}; set them in the protocol file")
+    check_values(name, cls, values)
     return cls(**values)
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import Context, Learner
-from .memory import ReservoirMemory, RngSwitch
+from .hparams import choice
+from .memory import DRAW_MODES, RANDINT_MODES, ReservoirMemory, RngSwitch
 from .model import ce_grads, mlp_layers, sgd_step
 
 
@@ -22,8 +23,8 @@ class ReplaySwitches(RngSwitch):
     """Reference quirks shared by every replay method (defaults = reference behaviour; docs/replay.md)."""
 
     REFERENCE_RNG: ClassVar[dict] = {"reservoir_randint": "inclusive", "replay_draw": "with_replacement"}
-    reservoir_randint: str = "inclusive"      # or "vitter"
-    replay_draw: str = "with_replacement"     # or "without_replacement"
+    reservoir_randint: str = choice("inclusive", RANDINT_MODES)
+    replay_draw: str = choice("with_replacement", DRAW_MODES)
 
 
 class ReplayLearner(Learner):

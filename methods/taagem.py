@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import Context, Learner
-from .clustering_memory import ClusteringMemory
+from .clustering_memory import EVICTIONS, OPENINGS, ClusteringMemory
+from .hparams import choice
 from .model import assign_flat_grad, flat_grad
 from .projection import agem_project
 
@@ -77,8 +78,8 @@ class TAAGEM(Learner):
         num_pools: int = 10                   # one per MNIST class
         clusters_per_pool: int | None = None  # Q; None = memory // (P * num_pools)
         sampling_rate: int = 1                # samples written to memory per batch
-        eviction: str = "fifo"                # fifo | furthest | random
-        cluster_opening: str = "singleton"    # singleton | below_q (methods/clustering_memory.py)
+        eviction: str = choice("fifo", EVICTIONS)
+        cluster_opening: str = choice("singleton", OPENINGS)   # methods/clustering_memory.py
         lr_scheduler: bool = False            # TA scheduler; off: with batch 1 it reacts to one example's loss
         sched_patience: int = 5
         sched_decay: float = 0.9999

@@ -68,6 +68,40 @@ def test_registry_rejects_unknown_names_and_hyper_parameters():
         registry.make_hparams("ewc", {"lr": 0.1})
 
 
+@pytest.mark.parametrize("method,values,message", [
+    ("gem", {"lr": 0.1, "memory_strength": 0.5, "projected": "current"},
+     "gem.projected must be one of ['gradient', 'zero'], not 'current'"),
+    ("gem", {"lr": 0.1, "memory_strength": 0.5, "margin_mode": "paper"}, "gem.margin_mode must be one of"),
+    ("gem", {"lr": "0.1", "memory_strength": 0.5}, "gem.lr must be a number, not '0.1'"),
+    ("gem", {"lr": 0.1, "memory_strength": True}, "gem.memory_strength must be a number, not True"),
+    ("gem", {"lr": 0.1, "memory_strength": 0.5, "patterns_per_experience": 2.5},
+     "gem.patterns_per_experience must be an integer or null, not 2.5"),
+    ("agem", {"lr": 0.1, "sample_size": 0}, "agem sample_size must be >= 1"),
+    ("eralg4", {"replay_draw": "sometimes"}, "eralg4.replay_draw must be one of"),
+    ("meralg1", {"engine": "cuda"}, "meralg1.engine must be one of ['auto', 'c', 'torch']"),
+    ("meralg6", {"meralg6_extra_draw": 1}, "meralg6.meralg6_extra_draw must be a boolean, not 1"),
+    ("dgr", {"lr": 0.1, "replay_targets": "argmax"}, "dgr.replay_targets must be one of ['hard', 'soft']"),
+    ("taagem", {"lr": 0.1, "eviction": "lru"}, "taagem.eviction must be one of ['fifo', 'furthest', 'random']"),
+    ("online", {"lr": 0.1, "rng": "numpy"}, "online.rng must be one of ['fast', 'reference']"),
+])
+def test_hyper_parameter_values_are_checked_with_their_names(method, values, message):
+    """Types from the Hparams annotations, allowed values from `choice()`: one line, before any learner exists."""
+    with pytest.raises(ClreproError) as err:
+        registry.make_hparams(method, values)
+    assert_one_line(err, message)
+
+
+def test_every_shipped_protocol_value_passes_the_check_and_lists_stay_equal():
+    """What the parse-time check accepts is what the shipped grids use; the schema's method list is the registry."""
+    for path in sorted((ROOT / "config").glob("*.yaml")):
+        if path.name == "schema.yaml":
+            continue
+        config = load_config(path)
+        assert all(resolve_run(config, **cell) for cell in grid(config)), path.name
+    schema = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
+    assert schema["$defs"]["method"]["enum"] == list(registry.METHODS)
+
+
 def test_memory_free_methods_run_once_and_null_cells_are_skipped():
     config = cfg(methods=["online", "gem"], memories=[5120, 500, 200], seeds=[0, 1],
                  datasets=["rotations", "many_permutations"])

@@ -205,11 +205,6 @@ def test_agem_tf_gem_step_descends_along_the_past_task_gradients_alone(make_stre
     assert learner.info()["projected"] == "zero"
 
 
-def test_gem_projected_must_be_a_known_mode():
-    with pytest.raises(ClreproError, match=r"gem projected must be one of \('gradient', 'zero'\)"):
-        registry.build("gem", ctx(), {"lr": 0.1, "memory_strength": 0.5, "projected": "current"})
-
-
 def test_gem_step_without_violation_is_plain_sgd_and_calls_no_qp(make_stream, monkeypatch):
     """Task 1 repeats task 0's only example: g_0 = g, so <g, g_0> > 0 and no QP may be called."""
     stream = make_stream("permutations", n_tasks=2)
