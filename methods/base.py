@@ -44,6 +44,11 @@ class Learner(nn.Module):
         self.ctx = ctx
         self.hp = hp
 
+    @classmethod
+    def check_memory(cls, hp, memory: int, n_tasks: int) -> None:
+        """Raise one line if this grid cell's memory cannot hold what the method needs (checked at parse time,
+        methods.config.check_hparams, so a too-small memory stops the workflow instead of failing its jobs)."""
+
     def build_net(self) -> nn.Module:
         return mlp(self.ctx.mlp_sizes(), init=self.ctx.init)
 

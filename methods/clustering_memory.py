@@ -35,6 +35,13 @@ EVICTIONS = ("fifo", "furthest", "random")
 OPENINGS = ("singleton", "below_q")
 
 
+def check_sizes(num_pools: int, clusters_per_pool: int, samples_per_cluster: int) -> None:
+    if min(num_pools, clusters_per_pool, samples_per_cluster) < 1:
+        raise ClreproError(f"clustering memory needs num_pools, Q and P >= 1 (got {num_pools}, "
+                           f"{clusters_per_pool}, {samples_per_cluster}); raise the memory budget or set "
+                           f"clusters_per_pool")
+
+
 class ClusteringMemory:
     def __init__(self, n_inputs: int, num_pools: int, clusters_per_pool: int, samples_per_cluster: int,
                  eviction: str = "fifo", device: torch.device | str = "cpu",
@@ -43,10 +50,7 @@ class ClusteringMemory:
             raise ClreproError(f"unknown eviction {eviction!r}; use one of {', '.join(EVICTIONS)}")
         if opening not in OPENINGS:
             raise ClreproError(f"unknown cluster opening rule {opening!r}; use one of {', '.join(OPENINGS)}")
-        if min(num_pools, clusters_per_pool, samples_per_cluster) < 1:
-            raise ClreproError(f"clustering memory needs num_pools, Q and P >= 1 (got {num_pools}, "
-                               f"{clusters_per_pool}, {samples_per_cluster}); raise the memory budget or set "
-                               f"clusters_per_pool")
+        check_sizes(num_pools, clusters_per_pool, samples_per_cluster)
         self.n_pools, self.Q, self.P, self.eviction = num_pools, clusters_per_pool, samples_per_cluster, eviction
         self.opening = opening
         self.device = torch.device(device)

@@ -257,7 +257,6 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
         # absent = fast, so fast runs keep their spec keys; "reference" reaches the method as its `rng` hparam
         compat["rng"] = hparams["rng"] = "reference"
         _check_reference_rng(method)
-    check_hparams(method, hparams)
     sizes = {
         "batch_size": overrides.get("batch_size", protocol["batch_size"]),
         "log_every": overrides.get("log_every", protocol["log_every"]),
@@ -278,6 +277,7 @@ def resolve_run(config: dict, dataset: str, method: str, memory: int, seed: int)
                       "samples_per_task": protocol["samples_per_task"].get(dataset),
                       "test_examples_per_task": protocol["test_examples_per_task"],
                       "skip_tasks": protocol["skip_tasks"]}
+    check_hparams(method, hparams, memory, n_tasks)
     return {
         "dataset": dataset, "method": method, "memory": memory, "seed": seed,
         "stream_seed": config["stream_seed"], "n_tasks": n_tasks,
@@ -309,17 +309,18 @@ def _check_reference_rng(method: str) -> None:
                            f"{method} has no such reference; leave {method} out of this grid or use compat.rng: fast")
 
 
-def check_hparams(method: str, hparams: dict) -> None:
-    """Names, types and allowed values of a run's hyper-parameters, checked when the grid is resolved, so a
-    typo in a protocol file or a --config override stops the workflow with one line before any job runs."""
-    _check_hparams(method, json.dumps(hparams, sort_keys=True))
+def check_hparams(method: str, hparams: dict, memory: int, n_tasks: int) -> None:
+    """Names, types and allowed values of a run's hyper-parameters, and whether its memory holds what they
+    need, checked when the grid is resolved: a typo in a protocol file or a --config override, or a memory too
+    small for the stream, stops the workflow with one line before any job runs."""
+    _check_hparams(method, json.dumps(hparams, sort_keys=True), memory, n_tasks)
 
 
 @functools.lru_cache(maxsize=None)
-def _check_hparams(method: str, canonical: str) -> None:
-    from .registry import make_hparams   # imports the method's module (torch): once per grid, not per cell
+def _check_hparams(method: str, canonical: str, memory: int, n_tasks: int) -> None:
+    from .registry import check_cell   # imports the method's module (torch): once per grid, not per cell
 
-    make_hparams(method, json.loads(canonical))
+    check_cell(method, json.loads(canonical), memory, n_tasks)
 
 
 def spec_key(spec: dict) -> str:

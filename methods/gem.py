@@ -132,11 +132,11 @@ class TaskRingMemory:
         return self.written.sum(1).tolist()
 
 
-def patterns_per_task(ctx: Context, override: int | None, method: str) -> int:
-    n = override if override is not None else ctx.memory // ctx.n_tasks
+def patterns_per_task(memory: int, n_tasks: int, override: int | None, method: str) -> int:
+    n = override if override is not None else memory // n_tasks
     if n < 1:
-        raise ClreproError(f"{method} needs at least one memory slot per task, but memory {ctx.memory} over "
-                           f"{ctx.n_tasks} tasks gives {n}; run it with memory >= {ctx.n_tasks}")
+        raise ClreproError(f"{method} needs at least one memory slot per task, but memory {memory} over "
+                           f"{n_tasks} tasks gives {n}; run it with memory >= {n_tasks}")
     return n
 
 
@@ -155,16 +155,22 @@ class _PerTaskMemoryLearner(Learner):
     Gradients are `model.ce_grads` and steps `model.sgd_step`: bitwise autograd's and torch.optim.SGD's.
     """
 
-    def __init__(self, ctx: Context, hp, name: str) -> None:
+    NAME = ""   # the registry name, for messages
+
+    def __init__(self, ctx: Context, hp) -> None:
         super().__init__(ctx, hp)
         self.net = self.build_net()
         self.layers = mlp_layers(self.net)
         self.params = list(self.net.parameters())
-        self.n_memories = patterns_per_task(ctx, hp.patterns_per_experience, name)
+        self.n_memories = patterns_per_task(ctx.memory, ctx.n_tasks, hp.patterns_per_experience, self.NAME)
         self.memory = TaskRingMemory(ctx.n_tasks, self.n_memories, ctx.n_inputs, ctx.device)
         self.observed_tasks: list[int] = []
         self.old_task = -1
         self.steps = self.checks = self.projections = 0
+
+    @classmethod
+    def check_memory(cls, hp, memory: int, n_tasks: int) -> None:
+        patterns_per_task(memory, n_tasks, hp.patterns_per_experience, cls.NAME)
 
     def remember(self, x: torch.Tensor, t: int, y: torch.Tensor) -> list[int]:
         """Store the batch in task t's memory row (before the step, as the reference); return the past tasks."""
@@ -194,6 +200,8 @@ class _PerTaskMemoryLearner(Learner):
 class GEM(_PerTaskMemoryLearner):
     """Gradient Episodic Memory, exact QP projection as the reference `project2cone2`."""
 
+    NAME = "gem"
+
     @dataclass(frozen=True)
     class Hparams(RngSwitch):                  # rng "reference": the reference's memory layout (module doc)
         lr: float
@@ -206,7 +214,7 @@ class GEM(_PerTaskMemoryLearner):
         projected: str = choice("gradient", PROJECTED)     # what a violated step projects: "zero" = A-GEM's TF GEM
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        super().__init__(ctx, hp, "gem")
+        super().__init__(ctx, hp)
         self.qp_calls = 0
         self.max_condition = 0.0
         self._grad_full = vmap(grad(_mean_ce), in_dims=(None, None, 0, 0))
@@ -271,6 +279,8 @@ class GEM(_PerTaskMemoryLearner):
 class AGEM(_PerTaskMemoryLearner):
     """Averaged GEM: one reference gradient from a sample of the past tasks' memory, closed-form projection."""
 
+    NAME = "agem"
+
     @dataclass(frozen=True)
     class Hparams(RngSwitch):                  # rng: "reference" = A-GEM's own draw and fill (module doc)
         lr: float
@@ -284,7 +294,7 @@ class AGEM(_PerTaskMemoryLearner):
                 raise ClreproError(f"agem sample_size must be >= 1, not {self.sample_size}")
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
-        super().__init__(ctx, hp, "agem")
+        super().__init__(ctx, hp)
 
     def reference_sample(self, past: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """min(sample_size, available) written past-task items, uniformly without replacement (torch RNG;

@@ -49,5 +49,10 @@ def make_hparams(name: str, values: dict):
     return cls(**values)
 
 
+def check_cell(name: str, values: dict, memory: int, n_tasks: int) -> None:
+    """The hyper-parameters' names, types and values, and whether this cell's memory can hold what they need."""
+    get(name).check_memory(make_hparams(name, values), memory, n_tasks)
+
+
 def build(name: str, ctx: Context, hparams: dict) -> Learner:
     return get(name)(ctx, make_hparams(name, hparams)).to(ctx.device)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Context, Learner
-from .clustering_memory import EVICTIONS, OPENINGS, ClusteringMemory
+from .clustering_memory import EVICTIONS, OPENINGS, ClusteringMemory, check_sizes
 from .hparams import choice
 from .model import assign_flat_grad, flat_grad
 from .projection import agem_project
@@ -86,12 +86,21 @@ class TAAGEM(Learner):
         sched_min_lr: float = 1e-5
         sched_jump: float = 1.0
 
+    @staticmethod
+    def clusters_per_pool(hp: Hparams, memory: int) -> int:
+        """Q: set, or as many clusters of P samples as the memory holds over the pools."""
+        return hp.clusters_per_pool if hp.clusters_per_pool is not None else \
+            memory // (hp.samples_per_cluster * hp.num_pools)
+
+    @classmethod
+    def check_memory(cls, hp: Hparams, memory: int, n_tasks: int) -> None:
+        check_sizes(hp.num_pools, cls.clusters_per_pool(hp, memory), hp.samples_per_cluster)
+
     def __init__(self, ctx: Context, hp: Hparams) -> None:
         super().__init__(ctx, hp)
         self.net = self.build_net()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr)
-        q = hp.clusters_per_pool if hp.clusters_per_pool is not None else \
-            ctx.memory // (hp.samples_per_cluster * hp.num_pools)
+        q = self.clusters_per_pool(hp, ctx.memory)
         self.memory = ClusteringMemory(ctx.n_inputs, hp.num_pools, q, hp.samples_per_cluster, hp.eviction,
                                        ctx.device, opening=hp.cluster_opening)
         self.sched = TALRScheduler(self.opt, hp.sched_patience, hp.sched_decay, hp.sched_min_lr,

@@ -91,6 +91,24 @@ def test_hyper_parameter_values_are_checked_with_their_names(method, values, mes
     assert_one_line(err, message)
 
 
+@pytest.mark.parametrize("method,n_tasks,hparams,message", [
+    ("gem", 201, {}, "gem needs at least one memory slot per task, but memory 200 over 201 tasks gives 0; run it "
+                     "with memory >= 201"),
+    ("agem", 201, {}, "agem needs at least one memory slot per task"),
+    ("taagem", 20, {"clusters_per_pool": 0}, "clustering memory needs num_pools, Q and P >= 1 (got 10, 0, 3)"),
+])
+def test_memory_too_small_for_the_method_fails_when_the_grid_is_resolved(method, n_tasks, hparams, message):
+    """Memory 200 over 201 tasks: no slot per task; the job would fail, so the grid does, with one line."""
+    changes = dict(methods=[method], memories=[200], datasets=["rotations"],
+                   streams={"rotations": {"kind": "rotation", "n_tasks": n_tasks}})
+    with pytest.raises(ClreproError) as err:
+        resolve_run(cfg(**changes, hparams={method: hparams}), "rotations", method, 200, 0)
+    assert_one_line(err, message)
+    changes["streams"]["rotations"]["n_tasks"] = 200 if n_tasks > 200 else n_tasks   # the edge passes
+    assert resolve_run(cfg(**changes), "rotations", method, 200, 0)["n_tasks"] == changes["streams"][
+        "rotations"]["n_tasks"]
+
+
 def test_every_shipped_protocol_value_passes_the_check_and_lists_stay_equal():
     """What the parse-time check accepts is what the shipped grids use; the schema's method list is the registry."""
     for path in sorted((ROOT / "config").glob("*.yaml")):

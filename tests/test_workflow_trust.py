@@ -165,17 +165,19 @@ def test_cuda_without_gpu_fails_at_parse_time_with_one_line_and_keeps_everything
     assert records(repo) == before_records and outputs(repo) == before_outputs
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("{online: {lrr: 0.1}}", "error: unknown hyper-parameter(s) ['lrr'] for method online"),
-    ("{ewc: {fisher: diagonal}}", "error: hyper-parameter ewc.fisher must be one of ['task_batch', 'running'], "
-                                  "not 'diagonal'"),
-    ("{online: {lr: fast}}", "error: hyper-parameter online.lr must be a number, not 'fast'"),
-    ("{onlne: {lr: 0.1}}", "error: invalid config at hparams: 'onlne' is not one of ['online'"),
+@pytest.mark.parametrize("overrides,expected", [
+    (["hparams={online: {lrr: 0.1}}"], "error: unknown hyper-parameter(s) ['lrr'] for method online"),
+    (["hparams={ewc: {fisher: diagonal}}"], "error: hyper-parameter ewc.fisher must be one of ['task_batch', "
+                                            "'running'], not 'diagonal'"),
+    (["hparams={online: {lr: fast}}"], "error: hyper-parameter online.lr must be a number, not 'fast'"),
+    (["hparams={onlne: {lr: 0.1}}"], "error: invalid config at hparams: 'onlne' is not one of ['online'"),
+    (["methods=[online,gem]", "memories=[200]", "streams={rotations: {kind: rotation, n_tasks: 201}}"],
+     "error: gem needs at least one memory slot per task, but memory 200 over 201 tasks gives 0"),
 ])
-def test_bad_hyper_parameter_override_fails_at_parse_time_and_keeps_everything(repo, override, expected):
+def test_bad_hyper_parameter_or_memory_fails_at_parse_time_and_keeps_everything(repo, overrides, expected):
     """Not inside every job: the whole grid is checked before anything is planned, and nothing is touched."""
     before_records, before_outputs = records(repo), outputs(repo)
-    proc = clrepro(repo, "--configfile", "small.yaml", "--config", f"hparams={override}", check=False)
+    proc = clrepro(repo, "--configfile", "small.yaml", "--config", *overrides, check=False)
     assert proc.returncode == 1
     assert last_line(proc).startswith(expected)
     assert (proc.stdout + proc.stderr).count("error:") == 1
