@@ -5,7 +5,8 @@ tasks (clrepro before), and by the batched hand-written backward GEM now uses (`
 
 Real MNIST Rotations images fill `--tasks` memory rows of `--slots` examples (the MER protocol at memory 5120
 has 19 past tasks x 256 slots at its last task, 25 at memory 500); prints ms per step for the three ways,
-whether each equals the loop bit for bit, and one QP projection's cost. One thread, as a training job.
+whether each equals the loop bit for bit, one QP projection's cost, and the batched way's GFLOP/s beside this
+core's rate on one large float32 GEMM: how far from the machine's limit GEM's step is. One thread, as a job.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from data_prep.streams import TaskStream  # noqa: E402
+from methods import gem as gem_module  # noqa: E402
 from methods import registry  # noqa: E402
 from methods.base import Context  # noqa: E402
 from methods.model import flat_grad  # noqa: E402
@@ -67,9 +69,10 @@ def main() -> None:
         return torch.stack(rows)
 
     ms_loop, ref = timed(loop, args.repeats)
-    layers, gem._layers = gem._layers, None     # GEM's vmap path (other nets, 1-3 slots): the code before
+    min_slots = gem_module.BATCHED_MIN_SLOTS   # GEM's vmap path (rows of 1-3 slots): the code before
+    gem_module.BATCHED_MIN_SLOTS = args.slots + 1
     ms_vmap, vmapped = timed(lambda: gem.past_task_grads(tasks), args.repeats)
-    gem._layers = layers
+    gem_module.BATCHED_MIN_SLOTS = min_slots
     ms_fast, fast = timed(lambda: gem.past_task_grads(tasks), args.repeats)
     g = -fast.mean(0) + 0.1 * torch.randn_like(fast[0])
     ms_qp, _ = timed(lambda: gem_project(g, fast, 1.0, 1e-3), args.repeats)
@@ -78,6 +81,14 @@ def main() -> None:
           f"{float((vmapped - ref).abs().max()):.1e}); batched backward {ms_fast:.1f} ms (x{ms_loop / ms_fast:.2f}, "
           f"bitwise {torch.equal(fast, ref)})")
     print(f"QP projection (quadprog, {args.tasks} constraints, float64 incl. Gram matrix): {ms_qp:.2f} ms")
+    sizes = ctx.mlp_sizes()
+    macs = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    # forward, weight gradients, and input gradients of every layer but the first, per memory example
+    flop = 2 * (2 * macs + macs - sizes[0] * sizes[1]) * args.tasks * args.slots
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    ms_gemm, _ = timed(lambda: a @ b, max(3, args.repeats))
+    print(f"batched backward: {flop / ms_fast / 1e6:.1f} GFLOP/s; one 2048^3 float32 GEMM on this core: "
+          f"{2 * 2048 ** 3 / ms_gemm / 1e6:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
