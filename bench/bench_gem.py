@@ -83,8 +83,8 @@ def main() -> None:
     print(f"QP projection (quadprog, {args.tasks} constraints, float64 incl. Gram matrix): {ms_qp:.2f} ms")
     sizes = ctx.mlp_sizes()
     macs = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    # forward, weight gradients, and input gradients of every layer but the first, per memory example
-    flop = 2 * (2 * macs + macs - sizes[0] * sizes[1]) * args.tasks * args.slots
+    # per memory example: forward, weight gradients, and input gradients of every layer but the first
+    flop = 2 * (3 * macs - sizes[0] * sizes[1]) * args.tasks * args.slots
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     ms_gemm, _ = timed(lambda: a @ b, max(3, args.repeats))
     print(f"batched backward: {flop / ms_fast / 1e6:.1f} GFLOP/s; one 2048^3 float32 GEMM on this core: "

@@ -210,7 +210,8 @@ class GEM(_PerTaskMemoryLearner):
         # "lower_bound": v >= gamma (code); "additive": v* + gamma (paper)
         margin_mode: str = choice("lower_bound", MARGIN_MODES)
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
-        memory_fill: str = choice("ring", MEMORY_FILLS)   # "ring": GEM's buffer; "task_end_per_class": A-GEM's
+        # "ring": GEM's buffer; "task_end_per_class": A-GEM's fill
+        memory_fill: str = choice("ring", MEMORY_FILLS)
         projected: str = choice("gradient", PROJECTED)     # what a violated step projects: "zero" = A-GEM's TF GEM
 
     def __init__(self, ctx: Context, hp: Hparams) -> None:
@@ -286,7 +287,8 @@ class AGEM(_PerTaskMemoryLearner):
         lr: float
         sample_size: int = 256                 # A-GEM's eps_mem_batch, drawn without replacement
         patterns_per_experience: int | None = None   # None: total memory // n_tasks
-        memory_fill: str = choice("ring", MEMORY_FILLS)   # "ring": GEM's buffer; "task_end_per_class": A-GEM's
+        # "ring": GEM's buffer; "task_end_per_class": A-GEM's fill
+        memory_fill: str = choice("ring", MEMORY_FILLS)
 
         def __post_init__(self) -> None:
             super().__post_init__()

@@ -104,9 +104,9 @@ def test_memory_too_small_for_the_method_fails_when_the_grid_is_resolved(method,
     with pytest.raises(ClreproError) as err:
         resolve_run(cfg(**changes, hparams={method: hparams}), "rotations", method, 200, 0)
     assert_one_line(err, message)
-    changes["streams"]["rotations"]["n_tasks"] = 200 if n_tasks > 200 else n_tasks   # the edge passes
-    assert resolve_run(cfg(**changes), "rotations", method, 200, 0)["n_tasks"] == changes["streams"][
-        "rotations"]["n_tasks"]
+    edge = min(n_tasks, 200)   # the edge passes: a slot per task (GEM/A-GEM), the default Q (TA-A-GEM)
+    changes["streams"]["rotations"]["n_tasks"] = edge
+    assert resolve_run(cfg(**changes), "rotations", method, 200, 0)["n_tasks"] == edge
 
 
 def test_every_shipped_protocol_value_passes_the_check_and_lists_stay_equal():
