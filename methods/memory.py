@@ -16,8 +16,8 @@ seeds with the run seed, as the reference does; the stored examples live on the 
 `rng_mode` (the run's `compat.rng`, reaching the methods as the `rng` hyper-parameter of `RngSwitch`) says how
 the draws consume that RNG. `"fast"`: one `random.randrange(size)` per replayed item. `"reference"`: exactly
 the reference's calls, so a seed gives the reference's draws: per replay batch a fresh
-`order = list(range(size))`, then for item j `random.shuffle(order)` and `order[j]` (O(size) per item, as
-slow as the reference). The reservoir's `random.randint(0, age)` is already the reference's call.
+`order = list(range(size))`, then for item j `random.shuffle(order)` and `order[j]` (O(size) per item; done
+in C on the same RNG state by methods/mer_draw.py). The reservoir's `random.randint(0, age)` is already the reference's call.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import torch
 
 from data_prep.errors import ClreproError
 
+from . import mer_draw
 from .hparams import choice
 
 RANDINT_MODES = ("inclusive", "vitter")
@@ -107,13 +108,7 @@ class ReservoirMemory:
         """min(n, size) slot indices, as the reference's replay draw."""
         n = min(n, self.size)
         if self.rng_mode == "reference":
-            # MER getBatch: one list per batch, reshuffled whole before each item (shuffles compound)
-            order = list(range(self.size))
-            drawn = []
-            for j in range(n):
-                self.rng.shuffle(order)
-                drawn.append(order[j])
-            return drawn
+            return mer_draw.getbatch(self.rng, self.size, n)
         if self.draw_mode == "with_replacement":
             return [self.rng.randrange(self.size) for _ in range(n)]
         return self.rng.sample(range(self.size), n)

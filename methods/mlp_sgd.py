@@ -5,7 +5,7 @@ optim.SGD costs ~0.5 ms a step on CPU; this module gives two engines with the sa
 autograd in tests/test_mer.py):
 
 - `CEngine` (CPU): the whole k-step loop in one call of a small C function (methods/mlp_sgd.c), compiled
-  once with the system C compiler into ~/.cache/clrepro/kernels/ and loaded with ctypes.
+  once with the system C compiler (methods/kernels.py) and loaded with ctypes.
 - `TorchEngine` (any device, the fallback when no C compiler is found): a hand-written forward/backward
   in ~16 tensor ops per step, no autograd.
 
@@ -14,50 +14,29 @@ Both update a flat float32 parameter vector in place, laid out by `flatten_mlp`.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 SOURCE = Path(__file__).with_name("mlp_sgd.c")
-CACHE = Path(os.environ.get("CLREPRO_KERNEL_CACHE", Path.home() / ".cache" / "clrepro" / "kernels"))
 _lib = None
 
 
 def _compile() -> ctypes.CDLL | None:
     global _lib
-    if _lib is not None:
-        return _lib
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None:
-        return None
-    src = SOURCE.read_bytes()
-    flags = ["-O3", "-fPIC", "-shared", "-fno-fast-math", "-ffp-contract=off", "-march=native"]
-    key = hashlib.sha256(src + " ".join(flags).encode() + os.uname().machine.encode()).hexdigest()[:16]
-    lib_path = CACHE / f"mlp_sgd-{key}.so"
-    if not lib_path.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        tmp = lib_path.with_suffix(f".{os.getpid()}.tmp")
-        res = subprocess.run([cc, *flags, str(SOURCE), "-o", str(tmp), "-lm"], capture_output=True, text=True)
-        if res.returncode != 0:
-            print(f"[mlp_sgd] C kernel did not compile, using the torch engine: {res.stderr.strip()[:300]}",
-                  file=sys.stderr)
-            return None
-        os.replace(tmp, lib_path)
-    lib = ctypes.CDLL(str(lib_path))
-    lib.mlp_sgd_sequence.restype = None
-    lib.mlp_sgd_sequence.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
-                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float,
-                                     ctypes.c_void_p]
-    lib.reptile.restype = None
-    lib.reptile.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float]
-    _lib = lib
-    return lib
+    if _lib is None:
+        _lib = lib = kernels.load(SOURCE)
+        if lib is not None:
+            lib.mlp_sgd_sequence.restype = None
+            lib.mlp_sgd_sequence.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float,
+                                             ctypes.c_void_p]
+            lib.reptile.restype = None
+            lib.reptile.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_float]
+    return _lib
 
 
 class CEngine:

@@ -70,6 +70,45 @@ def test_draws_with_and_without_replacement():
     assert sorted(without.draw_indices(25)) == list(range(10))   # never more than is stored
 
 
+def _reference_getbatch(rng: random.Random, size: int, n: int) -> list[int]:
+    """MER's getBatch loop as written in model/eralg4.py (Python's own random.shuffle)."""
+    order = list(range(size))
+    drawn = []
+    for j in range(n):
+        rng.shuffle(order)
+        drawn.append(order[j])
+    return drawn
+
+
+@pytest.mark.parametrize("size,n", [(0, 0), (1, 1), (2, 2), (3, 3), (200, 25), (500, 10), (5120, 99),
+                                    (2**16 + 3, 2)])
+def test_reference_draw_in_c_is_python_random_shuffle(size, n):
+    """Under rng: reference the draw runs in C (methods/mer_draw.c) on the Python RNG's state: the same
+    indices and the same state afterwards as the reference's loop, across MT19937's 624-word refills and
+    bounds from 2 up past 2^16 (where randbelow rejects often: 2^16 + 3 has bit_length 17)."""
+    from methods import mer_draw
+    assert mer_draw._kernel() is not None, "no C compiler: the C draw is not under test"
+    for seed in (0, 1, 12345):
+        ours, ref = random.Random(seed), random.Random(seed)
+        ours.random()                       # start mid-block, not at a fresh seed's index
+        ref.random()
+        got = mer_draw.getbatch_c(mer_draw._kernel(), ours, size, n)
+        assert got == _reference_getbatch(ref, size, n)
+        assert ours.getstate() == ref.getstate()
+        assert ours.random() == ref.random()
+
+
+def test_reference_draw_without_the_kernel_is_the_same_loop(monkeypatch):
+    from methods import mer_draw
+    monkeypatch.setattr(mer_draw, "_kernel", lambda: None)
+    mem = ReservoirMemory(50, 1, torch.device("cpu"), rng=random.Random(3), rng_mode="reference")
+    for j in range(50):
+        mem.add(torch.tensor([float(j)]), torch.tensor(j), 0)
+    ref = random.Random(3)
+    assert mem.draw_indices(7) == _reference_getbatch(ref, 50, 7)
+    assert mem.rng.getstate() == ref.getstate()
+
+
 def test_add_stores_example_label_and_task():
     mem = ReservoirMemory(3, 2, torch.device("cpu"), rng=random.Random(0))
     for j in range(3):
