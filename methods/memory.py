@@ -17,7 +17,8 @@ seeds with the run seed, as the reference does; the stored examples live on the 
 the draws consume that RNG. `"fast"`: one `random.randrange(size)` per replayed item. `"reference"`: exactly
 the reference's calls, so a seed gives the reference's draws: per replay batch a fresh
 `order = list(range(size))`, then for item j `random.shuffle(order)` and `order[j]` (O(size) per item; done
-in C on the same RNG state by methods/mer_draw.py). The reservoir's `random.randint(0, age)` is already the reference's call.
+in C on the same RNG state by methods/mer_draw.py). The reservoir's `random.randint(0, age)` is already the
+reference's call.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
  *
  * genrand is CPython's Modules/_randommodule.c genrand_uint32 (MT19937); randbelow is Lib/random.py
  * _randbelow_with_getrandbits (k = n.bit_length(), getrandbits(k) = genrand >> (32 - k) for k <= 32,
- * rejected while >= n); the shuffle is Random.shuffle's loop. Python >= 3.10 (tests/test_memory.py checks
+ * rejected while >= n); the shuffle is Random.shuffle's loop. Python >= 3.10 (tests/test_reservoir.py checks
  * the kernel against random.shuffle, and methods/mer_draw.py against it once per process).
  */
 #include <stdint.h>
