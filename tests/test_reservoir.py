@@ -70,22 +70,14 @@ def test_draws_with_and_without_replacement():
     assert sorted(without.draw_indices(25)) == list(range(10))   # never more than is stored
 
 
-def _reference_getbatch(rng: random.Random, size: int, n: int) -> list[int]:
-    """MER's getBatch loop as written in model/eralg4.py (Python's own random.shuffle)."""
-    order = list(range(size))
-    drawn = []
-    for j in range(n):
-        rng.shuffle(order)
-        drawn.append(order[j])
-    return drawn
-
-
 @pytest.mark.parametrize("size,n", [(0, 0), (1, 1), (2, 2), (3, 3), (200, 25), (500, 10), (5120, 99),
                                     (2**16 + 3, 2)])
 def test_reference_draw_in_c_is_python_random_shuffle(size, n):
     """Under rng: reference the draw runs in C (methods/mer_draw.c) on the Python RNG's state: the same
     indices and the same state afterwards as the reference's loop, across MT19937's 624-word refills and
-    bounds from 2 up past 2^16 (where randbelow rejects often: 2^16 + 3 has bit_length 17)."""
+    bounds from 2 up past 2^16 (where randbelow rejects often: 2^16 + 3 has bit_length 17). The loop is
+    `getbatch_python` (MER's getBatch over random.shuffle); the C path is in turn pinned to the unmodified
+    reference's draws by tests/test_reference_rng.py, so both paths are the reference's."""
     from methods import mer_draw
     assert mer_draw._kernel() is not None, "no C compiler: the C draw is not under test"
     for seed in (0, 1, 12345):
@@ -93,7 +85,7 @@ def test_reference_draw_in_c_is_python_random_shuffle(size, n):
         ours.random()                       # start mid-block, not at a fresh seed's index
         ref.random()
         got = mer_draw.getbatch_c(mer_draw._kernel(), ours, size, n)
-        assert got == _reference_getbatch(ref, size, n)
+        assert got == mer_draw.getbatch_python(ref, size, n)
         assert ours.getstate() == ref.getstate()
         assert ours.random() == ref.random()
 
@@ -105,7 +97,7 @@ def test_reference_draw_without_the_kernel_is_the_same_loop(monkeypatch):
     for j in range(50):
         mem.add(torch.tensor([float(j)]), torch.tensor(j), 0)
     ref = random.Random(3)
-    assert mem.draw_indices(7) == _reference_getbatch(ref, 50, 7)
+    assert mem.draw_indices(7) == mer_draw.getbatch_python(ref, 50, 7)
     assert mem.rng.getstate() == ref.getstate()
 
 
