@@ -53,7 +53,7 @@ FLAGS = ("lr", "replay_batch_size", "beta", "gamma", "batches_per_example", "s",
 FIXED = {"qp_ridge": 1e-3, "margin_mode": "lower_bound", "reservoir_randint": "inclusive",
          "replay_draw": "with_replacement", "meralg6_extra_draw": True, "memory_fill": "ring",
          "patterns_per_experience": None, "projected": "gradient"}
-NO_RNG = ("online", "independent", "taskinput", "ewc")   # the same run in both modes (GEM: not, docs/gem.md)
+NO_RNG = ("online", "independent", "taskinput")   # the same run in both modes (GEM, EWC: not, docs/gem.md)
 IGNORED = ("engine", "rng")   # no effect on the math (engine: rounding only)
 FREEZE = {"dataset": "rotations", "n_tasks": 3, "stream_seed": 0, "samples_per_task": 100, "n_test": 500,
           "log_every": 50, "memory": 200, "seed": 0,

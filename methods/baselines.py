@@ -127,6 +127,9 @@ class EWC(Learner):
     kept as two running sums, A = sum_k F_k and B = sum_k F_k theta*_k, so the penalty A theta^2 - 2 B theta
     (plus a constant) has the reference's gradient at O(1) instead of O(tasks) cost per step (the GEM
     reference loops over every past task and parameter: 13 ex/s at T=100); `running` keeps one pair, A = F.
+    Under `rng: reference` (task_batch) the step is the reference's own loop instead: its rounding, which
+    the running sums do not have, is what a run needs to stay on the reference's evaluation log where the
+    stiff penalty amplifies last-bit differences (docs/gem.md, `compat.rng`).
     """
 
     @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class EWC(Learner):
         self.mem_x = self.mem_y = None
         self.fisher_sum: list[torch.Tensor] | None = None   # A
         self.anchor_sum: list[torch.Tensor] | None = None   # B
+        self.reference_loop = hp.rng == "reference" and hp.fisher == "task_batch"
+        self.per_task: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []   # (F_k, theta*_k), that loop's
         if hp.fisher == "running":
             self.step_in_task = 0
             self.window = [torch.zeros_like(p) for p in self.params]    # A-GEM's tmp_fisher_vars
@@ -173,6 +178,9 @@ class EWC(Learner):
             self.step_in_task = 0
             return
         fisher = [g.pow(2) for g in ce_grads(self.layers, self.mem_x, self.mem_y)]
+        if self.reference_loop:
+            self.per_task.append((fisher, [p.detach().clone() for p in self.params]))
+            return
         anchor = [f * p.detach() for f, p in zip(fisher, self.net.parameters())]
         if self.fisher_sum is None:
             self.fisher_sum, self.anchor_sum = fisher, anchor
@@ -206,6 +214,23 @@ class EWC(Learner):
             lam = torch.full_like(p, self.hp.memory_strength)
             g.add_(lam * (a * p - 2 * b) + (lam * p) * a)
 
+    def reference_grads(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """`ewc.py`'s gradient as it computes it: the loss is CE plus, per past task and parameter in order,
+        reg * F * (p - theta*)^2 summed and added one term at a time, and one autograd backward (O(tasks))."""
+        for p in self.params:
+            p.grad = None
+        loss = F.cross_entropy(self.net(x), y)
+        for fisher, anchor in self.per_task:
+            for p, f, a in zip(self.params, fisher, anchor):
+                term = self.hp.memory_strength * f
+                term = term * (p - a).pow(2)
+                loss += term.sum()
+        loss.backward()
+        grads = [p.grad for p in self.params]
+        for p in self.params:
+            p.grad = None
+        return grads
+
     def observe(self, x, t, y):
         if t != self.current_task:
             self._consolidate()
@@ -217,6 +242,9 @@ class EWC(Learner):
             elif self.mem_x.size(0) < self.hp.n_memories:
                 self.mem_x = torch.cat([self.mem_x, x.detach()])[: self.hp.n_memories]
                 self.mem_y = torch.cat([self.mem_y, y.detach()])[: self.hp.n_memories]
+        if self.reference_loop and self.per_task:
+            sgd_step(self.params, self.reference_grads(x, y), self.hp.lr)
+            return
         grads = ce_grads(self.layers, x, y)
         if self.hp.fisher == "running":
             self._track_fisher(grads)

@@ -162,6 +162,54 @@ def test_ewc_graph_free_penalty_step_is_bitwise_the_autograd_step(make_stream):
             assert torch.equal(a, b)
 
 
+def test_ewc_rng_reference_takes_the_reference_step_bit_for_bit(make_stream):
+    """Under compat.rng: reference, EWC steps as GEM/MER `ewc.py` computes it (Fisher at the task switch
+    from the first n_memories examples, then CE plus reg * F * (p - theta*)^2 added per past task and
+    parameter, one backward, optim.SGD): on real MNIST, 3 permuted tasks of 60 single examples, the
+    parameters equal that code written out here, bitwise. The default running sums are the same math in
+    another rounding (the reason for the switch: that rounding left the reference's log on whole streams)."""
+    stream = make_stream("permutations", n_tasks=3)
+    idx = np.arange(60)
+    xs = [torch.from_numpy(stream.task_images("train", t, idx)).float() / 255 for t in range(3)]
+    y = torch.from_numpy(stream.train_labels[idx])
+    hp = {"lr": 0.01, "n_memories": 10, "memory_strength": 10.0}
+    torch.manual_seed(0)
+    ref_mode = registry.build("ewc", ctx(n_tasks=3), {**hp, "rng": "reference"})
+    fast = registry.build("ewc", ctx(n_tasks=3), hp)
+    fast.load_state_dict(ref_mode.state_dict())
+    net = registry.build("online", ctx(n_tasks=3), {"lr": 0.01}).net
+    net.load_state_dict(ref_mode.net.state_dict())
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    fisher, optpar, memx, memy = {}, {}, None, None
+    for t in range(3):
+        for i in range(60):
+            x, yi = xs[t][i:i + 1], y[i:i + 1]
+            ref_mode.observe(x, t, yi)
+            fast.observe(x, t, yi)
+            if t != len(fisher):                     # ewc.py's observe, written out
+                net.zero_grad()
+                F.cross_entropy(net(memx), memy).backward()
+                fisher[t - 1] = [p.grad.data.clone().pow(2) for p in net.parameters()]
+                optpar[t - 1] = [p.data.clone() for p in net.parameters()]
+                memx = memy = None
+            if memx is None:
+                memx, memy = x.clone(), yi.clone()
+            elif memx.size(0) < 10:
+                memx, memy = torch.cat((memx, x)), torch.cat((memy, yi))
+            net.zero_grad()
+            loss = F.cross_entropy(net(x), yi)
+            for tt in range(t):
+                for k, p in enumerate(net.parameters()):
+                    term = 10.0 * fisher[tt][k]
+                    term = term * (p - optpar[tt][k]).pow(2)
+                    loss += term.sum()
+            loss.backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(ref_mode.net.parameters(), net.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(fast.net.parameters(), net.parameters()))
+    assert max((a - b).abs().max().item() for a, b in zip(fast.net.parameters(), net.parameters())) < 1e-4
+
+
 def test_protocol_init_truncated_normal_is_agem_tf_initialisation():
     """model.init truncated_normal (A-GEM's TF1 weight_variable/bias_variable): every weight of every learner
     built from the context inside two std, with the truncated normal's spread (std 0.1 -> 0.0880), biases 0.1;
