@@ -43,7 +43,8 @@ class RngSwitch:
     """The run's `compat.rng` as a hyper-parameter of every method with a GEM/MER reference code.
 
     methods.config.resolve_run copies `compat.rng` into the hyper-parameters (absent = "fast"); a method that
-    consumes no RNG while training (online, GEM, EWC, ...) behaves the same under both. `REFERENCE_RNG` names
+    consumes no RNG while training behaves the same under both (online, independent, taskinput), or takes the
+    reference's float arithmetic under "reference" (GEM's layout, EWC's penalty loop). `REFERENCE_RNG` names
     hyper-parameter values the reference's RNG calls require: under "reference" any other value is an error.
     """
 
