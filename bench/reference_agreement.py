@@ -63,9 +63,8 @@ FREEZE = {"dataset": "rotations", "n_tasks": 3, "stream_seed": 0, "samples_per_t
 
 # ---- data ------------------------------------------------------------------------------------------------
 
-def prepare_data(work: Path, mnist_src: str, dataset: str, n_tasks: int, stream_seed: int, n_test: int):
-    """(stream dir, mnist dir, exported .pt): MNIST verified once, the stream, its reference-format export
-    with the first n_test test images of every task (the reference scores n_test - 1 of them)."""
+def prepare_stream(work: Path, mnist_src: str, dataset: str, n_tasks: int, stream_seed: int) -> tuple[Path, Path]:
+    """(stream dir, mnist dir) under work: MNIST verified once, then the stream."""
     from data_prep import mnist
     from data_prep.streams import DEFAULT_STREAMS, StreamDef, write_stream
 
@@ -78,6 +77,13 @@ def prepare_data(work: Path, mnist_src: str, dataset: str, n_tasks: int, stream_
     if not (stream_dir / "manifest.json").exists():
         write_stream(stream_dir, dataset, StreamDef(base.kind, n_tasks, base.min_deg, base.max_deg), stream_seed,
                      mnist_dir / "manifest.json")
+    return stream_dir, mnist_dir
+
+
+def prepare_data(work: Path, mnist_src: str, dataset: str, n_tasks: int, stream_seed: int, n_test: int):
+    """(stream dir, mnist dir, exported .pt): the stream and its reference-format export with the first n_test
+    test images of every task (the reference scores n_test - 1 of them)."""
+    stream_dir, mnist_dir = prepare_stream(work, mnist_src, dataset, n_tasks, stream_seed)
     export = work / "reference_data" / f"{stream_dir.name}_test{n_test}.pt"
     if not export.exists():
         import torch
