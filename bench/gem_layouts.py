@@ -53,7 +53,7 @@ def flat_params(learner) -> torch.Tensor:
 def main(argv=None) -> int:
     from data_prep.streams import TaskStream
     from methods import device as devices
-    from methods import protocol
+    from methods import gem, protocol
 
     p = argparse.ArgumentParser(prog="python bench/gem_layouts.py")
     p.add_argument("--work", required=True)
@@ -78,8 +78,6 @@ def main(argv=None) -> int:
     print(f"{args.dataset} memory {args.memory} seed {args.seed}: hparams {runs['fast'][1]}")
     schedule = runs["fast"][2]
     data = protocol.task_inputs(stream, schedule, torch.device("cpu"))
-
-    import methods.gem as gem
 
     duals = []   # each projection's dual solution, recorded around the module's own gem_project
 
