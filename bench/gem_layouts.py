@@ -28,20 +28,11 @@ from bench.reference_agreement import clrepro_spec, prepare_stream  # noqa: E402
 
 
 def build(spec: dict, stream, strength: float | None):
-    """(learner, its hparams, the schedule), drawn in methods/train.py's order: the same run as a record's."""
-    from methods import protocol, registry
-    from methods.base import Context
+    """(learner, its hparams, the schedule): methods/train.py's build_run, so the same run as a record's."""
+    from methods.train import build_run
 
-    protocol.seed_everything(spec["seed"])
-    pools = [stream.task_split("train", t)[0] for t in range(stream.n_tasks)]
-    schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"], pools,
-                                      spec.get("task_images", "independent"))
-    ctx = Context(n_inputs=stream.maps.shape[1], n_outputs=int(stream.train_labels.max()) + 1,
-                  n_tasks=stream.n_tasks, n_layers=spec["model"]["n_layers"], n_hiddens=spec["model"]["n_hiddens"],
-                  memory=spec["memory"], batch_size=1, samples_per_task=spec["samples_per_task"],
-                  device=torch.device("cpu"), init=spec["model"].get("init"))
     hp = dict(spec["hparams"], **({} if strength is None else {"memory_strength": strength}))
-    learner = registry.build("gem", ctx, hp)
+    learner, schedule = build_run({**spec, "hparams": hp}, stream, torch.device("cpu"))
     learner.train()
     return learner, hp, schedule
 

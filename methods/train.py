@@ -57,6 +57,23 @@ def skip_tasks(stream, k: int):
     return dataclasses.replace(stream, maps=stream.maps[k:], label_maps=stream.label_maps[k:], manifest=manifest)
 
 
+def build_run(spec: dict, stream, device):
+    """(learner, schedule) for one run. The order is part of what a seed means: the schedule is drawn first, then
+    the net is initialised from the same torch generator, so any other order is another run of the same seed."""
+    from . import protocol, registry
+    from .base import Context
+
+    protocol.seed_everything(spec["seed"])
+    pools = [stream.task_split("train", t)[0] for t in range(stream.n_tasks)]
+    schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"], pools,
+                                      spec.get("task_images", "independent"))
+    ctx = Context(n_inputs=stream.maps.shape[1], n_outputs=int(stream.train_labels.max()) + 1,
+                  n_tasks=stream.n_tasks, n_layers=spec["model"]["n_layers"], n_hiddens=spec["model"]["n_hiddens"],
+                  memory=spec["memory"], batch_size=spec["batch_size"], samples_per_task=spec["samples_per_task"],
+                  device=device, init=spec["model"].get("init"))
+    return registry.build(spec["method"], ctx, spec["hparams"]), schedule
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     # numpy's BLAS (GEM's Gram matrix, quadprog's inputs) gets the job's threads too, as Snakemake sets for its
@@ -72,7 +89,6 @@ def main(argv=None) -> int:
 
         from . import device as devices
         from . import protocol, record, registry
-        from .base import Context
 
         device = devices.resolve(spec["device"])
         devices.make_deterministic(device, args.threads)
@@ -80,16 +96,7 @@ def main(argv=None) -> int:
         check_stream(stream.manifest, spec, args.stream)
         stream = skip_tasks(stream, spec.get("skip_tasks", 0))
         registry.get(spec["method"])  # unknown names fail before any work
-        protocol.seed_everything(spec["seed"])
-        pools = [stream.task_split("train", t)[0] for t in range(stream.n_tasks)]
-        schedule = protocol.make_schedule(stream.n_tasks, len(stream.train_labels), spec["samples_per_task"], pools,
-                                          spec.get("task_images", "independent"))
-        ctx = Context(n_inputs=stream.maps.shape[1], n_outputs=int(stream.train_labels.max()) + 1,
-                      n_tasks=stream.n_tasks, n_layers=spec["model"]["n_layers"],
-                      n_hiddens=spec["model"]["n_hiddens"], memory=spec["memory"], batch_size=spec["batch_size"],
-                      samples_per_task=spec["samples_per_task"], device=device,
-                      init=spec["model"].get("init"))
-        learner = registry.build(spec["method"], ctx, spec["hparams"])
+        learner, schedule = build_run(spec, stream, device)
         print(f"[train] {spec['dataset']} {spec['method']} mem{spec['memory']} seed{spec['seed']} on {device} "
               f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", file=sys.stderr, flush=True)
         log, timing = protocol.run(learner, stream, schedule, spec, device)
