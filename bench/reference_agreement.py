@@ -53,7 +53,7 @@ FLAGS = ("lr", "replay_batch_size", "beta", "gamma", "batches_per_example", "s",
 FIXED = {"qp_ridge": 1e-3, "margin_mode": "lower_bound", "reservoir_randint": "inclusive",
          "replay_draw": "with_replacement", "meralg6_extra_draw": True, "memory_fill": "ring",
          "patterns_per_experience": None, "projected": "gradient"}
-NO_RNG = ("online", "independent", "taskinput")   # the same run in both modes (GEM, EWC: not, docs/gem.md)
+SAME_IN_BOTH_MODES = ("online", "independent", "taskinput")   # one run serves both modes (GEM, EWC: not, docs/gem.md)
 IGNORED = ("engine", "rng")   # no effect on the math (engine: rounding only)
 FREEZE = {"dataset": "rotations", "n_tasks": 3, "stream_seed": 0, "samples_per_task": 100, "n_test": 500,
           "log_every": 50, "memory": 200, "seed": 0,
@@ -250,7 +250,7 @@ def cmd_run(args) -> int:
     if args.cached_only:   # the table of what earlier invocations finished, nothing run
         cells = [c for c in cells if all((work / "runs" / name_of(c) / f).exists() for f in
                                          ("reference/result.json", "clrepro_reference.json")
-                                         + (() if c[1] in NO_RNG else ("clrepro_fast.json",)))]
+                                         + (() if c[1] in SAME_IN_BOTH_MODES else ("clrepro_fast.json",)))]
 
     def one(cell):
         dataset, method, memory, seed, (stream_dir, mnist_dir, export) = cell
@@ -261,7 +261,7 @@ def cmd_run(args) -> int:
         mine = {"reference": run_clrepro(specs["reference"], stream_dir, mnist_dir,
                                          work / "runs" / name / "clrepro_reference.json")}
         # methods that draw nothing while training are the same run in both modes (docs/gem.md): run once
-        mine["fast"] = mine["reference"] if method in NO_RNG else run_clrepro(
+        mine["fast"] = mine["reference"] if method in SAME_IN_BOTH_MODES else run_clrepro(
             specs["fast"], stream_dir, mnist_dir, work / "runs" / name / "clrepro_fast.json")
         print(f"[agree] {name}: reference {acc(ref):.4f} ({ref['wall_s']:.0f}s), rng=reference "
               f"{acc(mine['reference']):.4f} ({mine['reference']['wall_s'] or 0:.0f}s), fast {acc(mine['fast']):.4f}",
