@@ -260,7 +260,8 @@ def cmd_run(args) -> int:
         ref = run_reference(repos, specs["reference"], export, work / "runs" / name / "reference")
         mine = {"reference": run_clrepro(specs["reference"], stream_dir, mnist_dir,
                                          work / "runs" / name / "clrepro_reference.json")}
-        # methods that draw nothing while training are the same run in both modes (docs/gem.md): run once
+        # online, independent, taskinput: one run serves both modes (GEM and EWC draw nothing either, but their
+        # reference mode also takes the reference's arithmetic, docs/gem.md): run once
         mine["fast"] = mine["reference"] if method in SAME_IN_BOTH_MODES else run_clrepro(
             specs["fast"], stream_dir, mnist_dir, work / "runs" / name / "clrepro_fast.json")
         print(f"[agree] {name}: reference {acc(ref):.4f} ({ref['wall_s']:.0f}s), rng=reference "
