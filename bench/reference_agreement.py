@@ -41,6 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from data_prep.atomic import write_bytes  # noqa: E402  (needs ROOT on the path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Cached results are trusted by the next run, so a killed run must leave none half-written."""
+    write_bytes(path, text.encode())
+
 STREAM_KIND = {"rotations": "rotation", "permutations": "permutation", "many_permutations": "permutation"}
 # which clone runs a method, and how its memory is passed (the wildcard is the total memory)
 REFERENCE_REPO = {"gem": "gem"}                          # everything else: the MER clone
@@ -170,7 +177,7 @@ def run_reference(repos: dict, spec: dict, export: Path, out_dir: Path, log: Pat
     res = {"argv": argv, "source": source, "task": [int(v) for v in result_t.tolist()],
            "acc": result_a.tolist(), "wall_s": time.time() - t0,
            "loop_s": float(loop) if loop.replace(".", "", 1).isdigit() else None}
-    cached.write_text(json.dumps(res))
+    write_text(cached, json.dumps(res))
     return res
 
 
@@ -184,7 +191,7 @@ def run_clrepro(spec: dict, stream_dir: Path, mnist_dir: Path, out: Path) -> dic
             raise RuntimeError(f"clrepro {spec['method']} failed:\n{proc.stderr[-3000:]}")
         rec = json.loads(out.read_text())
         rec["bench_wall_s"] = time.time() - t0
-        out.write_text(json.dumps(rec))
+        write_text(out, json.dumps(rec))
     rec = json.loads(out.read_text())
     return {"task": rec["eval_log"]["task"], "acc": rec["eval_log"]["acc"], "wall_s": rec.get("bench_wall_s"),
             "method_info": rec["method_info"], "timing": rec["timing"]}
@@ -275,7 +282,7 @@ def cmd_run(args) -> int:
     table = agreement_table(rows, args)
     print(table)
     if args.table:
-        Path(args.table).write_text(table)
+        write_text(args.table, table)
     return 0
 
 
@@ -370,7 +377,7 @@ def cmd_freeze(args) -> int:
                                "slots": digest(calls["slots"], 20), "perms": digest(calls["perms"], 1)}
         print(f"[freeze] {method}: ACC {acc(res):.4f}, {len(calls['draws'])} replay batches, "
               f"{len(calls['slots'])} reservoir draws", file=sys.stderr)
-    Path(args.out).write_text(compact_json(out))
+    write_text(args.out, compact_json(out))
     return 0
 
 
@@ -405,7 +412,7 @@ def cmd_reference_logged(repo: str, log_path: str, argv: list[str]) -> int:
     sys.path.insert(0, repo)
     sys.argv = [str(Path(repo) / "main.py"), *argv]
     runpy.run_path(str(Path(repo) / "main.py"), run_name="__main__")
-    Path(log_path).write_text(json.dumps(calls))
+    write_text(log_path, json.dumps(calls))
     return 0
 
 
