@@ -27,10 +27,11 @@ import sys
 import pandas as pd
 from scipy import stats
 
+from data_prep.atomic import write_text
 from data_prep.errors import one_line_errors
 
 from .records import NO_CONVENTION
-from .tables import sizes_note, to_latex, write_csv, write_text
+from .tables import sizes_note, to_latex, write_csv
 
 TIME = "train_s"
 # protocol -> (title, metrics shown, the paper's baseline for time ratios, A_T-style percent metrics)

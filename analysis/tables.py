@@ -15,7 +15,7 @@ import sys
 
 import pandas as pd
 
-from data_prep.atomic import atomic_path
+from data_prep.atomic import atomic_path, write_text
 from data_prep.errors import one_line_errors
 
 from .metrics import CONVENTIONS
@@ -114,12 +114,6 @@ def to_latex(table: pd.DataFrame, title: str, label: str) -> str:
     tex = styler.to_latex(hrules=True, multicol_align="c", multirow_align="naive", position_float="centering",
                           caption=title.replace("`", "").replace("_", r"\_"), label=label)
     return tex.replace("±", r"$\pm$").replace("−", "-")
-
-
-def write_text(path: str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
 
 
 def write_csv(frame: pd.DataFrame, path: str) -> None:

@@ -41,12 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from data_prep.atomic import write_bytes  # noqa: E402  (needs ROOT on the path)
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Cached results are trusted by the next run, so a killed run must leave none half-written."""
-    write_bytes(path, text.encode())
+# cached results are trusted by the next run, so every file it writes is written atomically
+from data_prep.atomic import atomic_path, write_text  # noqa: E402  (needs ROOT on the path)
 
 STREAM_KIND = {"rotations": "rotation", "permutations": "permutation", "many_permutations": "permutation"}
 # which clone runs a method, and how its memory is passed (the wildcard is the total memory)
@@ -95,7 +91,6 @@ def prepare_data(work: Path, mnist_src: str, dataset: str, n_tasks: int, stream_
     if not export.exists():
         import torch
 
-        from data_prep.atomic import atomic_path
         from data_prep.export_reference import to_reference
         from data_prep.streams import TaskStream
 
